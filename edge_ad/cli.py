@@ -1,0 +1,331 @@
+"""The ``edge-ad`` command: thin typer shells over library functions that the tests call directly.
+
+Each command prints a rich table for people and writes JSON beside it for machines; bad input ends in one
+clear line and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edge_ad import __version__
+from edge_ad.io import atomic_write_json
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Anomaly detection trained on good parts only.")
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max")
+
+
+class UserError(Exception):
+    """Bad input a user can fix; shown as one line."""
+
+
+def friendly(func: F) -> F:
+    """Turn the errors a user can cause into one red line and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from edge_ad.bundle import BundleError
+        from edge_ad.data.images import ImageError
+        from edge_ad.data.layout import DatasetError
+
+        try:
+            return func(*args, **kwargs)
+        except (
+            UserError,
+            ImageError,
+            DatasetError,
+            BundleError,
+            FileExistsError,
+            FileNotFoundError,
+            ValueError,
+        ) as exc:
+            err.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"edge-ad {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=version_callback, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """edge-ad: train SimpleNet on good images, evaluate, predict, export to ONNX/TensorRT."""
+
+
+def metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
+    table = Table(title=title)
+    table.add_column("subset")
+    for col in METRIC_COLUMNS:
+        table.add_column(col.replace("_", " "), justify="right")
+    for name, row in metrics.items():
+        table.add_row(name, *(f"{row[c]:.4f}" if c in row else "-" for c in METRIC_COLUMNS))
+    return table
+
+
+@app.command("demo-data")
+@friendly
+def demo_data(
+    root: Path = typer.Argument(..., help="Folder to write the MVTec-layout demo dataset into."),
+    category: list[str] = typer.Option(None, "--category", "-c", help="Categories (default: all)."),
+    seed: int = typer.Option(0, help="Same seed, same images."),
+    n_train: int = typer.Option(60, help="Good training images per category."),
+) -> None:
+    """Generate the procedural demo dataset (textures and parts with drawn defects and masks)."""
+    from edge_ad.data.demo import make_demo_dataset
+
+    folders = make_demo_dataset(root, category or None, seed=seed, n_train=n_train)
+    for folder in folders:
+        out.print(f"wrote {folder}")
+
+
+@app.command()
+@friendly
+def train(
+    data: Path = typer.Argument(..., help="MVTec AD root, a category folder, or a folder of good images."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write."),
+    category: str = typer.Option(None, "--category", help="Category under DATA (MVTec layout)."),
+    backbone_weights: str = typer.Option(
+        None,
+        help="WideResNet50-2 ImageNet weights: a .pth/.safetensors file, or 'imagenet1k_v1' to download.",
+    ),
+    random_backbone: bool = typer.Option(False, help="Use randomly initialised backbone weights (demo/testing)."),
+    image_size: int = typer.Option(224, help="Network input side (paper 224; authors' MVTec script 288)."),
+    resize: int = typer.Option(256, help="Shorter side before the centre crop (paper 256; authors 329)."),
+    no_crop: bool = typer.Option(False, help="Resize straight to image-size, no crop (texture categories)."),
+    epochs: int = typer.Option(160, help="Passes over the training set (paper: 160)."),
+    batch_size: int = typer.Option(8, help="Images per step."),
+    noise_std: float = typer.Option(None, help="Anomaly noise sigma (paper 0.015; random-backbone recipe 0.1)."),
+    score_mode: str = typer.Option(None, help="negative (paper: -D) or two_sided (|D - c|)."),
+    adapter_lr: float = typer.Option(1e-4),
+    disc_lr: float = typer.Option(2e-4),
+    holdout: float = typer.Option(0.1, help="Share of good training images held out to set the threshold."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run in the same --out."),
+) -> None:
+    """Train SimpleNet on good images and write a model bundle."""
+    from edge_ad.data.preprocess import Preprocessing
+    from edge_ad.models.simplenet import SimpleNetConfig
+    from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
+    from edge_ad.training.trainer import TrainConfig
+
+    if (backbone_weights is None) == (not random_backbone):
+        raise UserError("choose a backbone: --backbone-weights PATH|imagenet1k_v1, or --random-backbone")
+    model_cfg = SimpleNetConfig()
+    if random_backbone:
+        random_backbone_recipe(model_cfg)
+        err.print("[yellow]random backbone:[/] weights are not pretrained; the demo recipe is used (see README)")
+    if noise_std is not None:
+        model_cfg.noise_std = noise_std
+    if score_mode is not None:
+        model_cfg.score_mode = score_mode
+        model_cfg.__post_init__()
+    train_bundle(
+        data,
+        out_dir,
+        category=category,
+        backbone=BackboneSpec(weights=backbone_weights, random=random_backbone),
+        preprocessing=Preprocessing(image_size=image_size, resize=None if no_crop else resize),
+        model_cfg=model_cfg,
+        train_cfg=TrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            adapter_lr=adapter_lr,
+            disc_lr=disc_lr,
+            holdout_fraction=holdout,
+            seed=seed,
+        ),
+        device=device or _default_device(),
+        resume=resume,
+    )
+    out.print(f"model bundle: {out_dir}")
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_eval(
+    model: Path,
+    data: Path,
+    category: str | None,
+    backend: str,
+    device: str,
+    precision: str,
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """Evaluate a bundle or an exported model on a category's test split; returns the JSON report."""
+    from edge_ad.data.layout import resolve_category
+    from edge_ad.detector import Detector
+    from edge_ad.evaluate import evaluate
+
+    det = Detector.load(model, backend=backend, device=device, precision=precision)
+    category_dir = resolve_category(data, category)
+    metrics = evaluate(det.runtime, category_dir, det.preprocessing, batch_size=batch_size)
+    return {
+        "model": str(model),
+        "data": str(category_dir),
+        "backend": det.runtime.name,
+        "precision": precision,
+        "metrics": metrics,
+    }
+
+
+@app.command("eval")
+@friendly
+def eval_cmd(
+    model: Path = typer.Argument(..., help="Bundle folder or exported .onnx model."),
+    data: Path = typer.Argument(..., help="MVTec AD root or category folder with test/ and ground_truth/."),
+    category: str = typer.Option(None, "--category"),
+    backend: str = typer.Option("auto", help="torch, onnxruntime, tensorrt, or auto."),
+    device: str = typer.Option("cpu"),
+    precision: str = typer.Option("fp32"),
+    json_out: Path = typer.Option(None, "--json", help="Report path (default: MODEL/eval.json for bundles)."),
+) -> None:
+    """Image AUROC, pixel AUROC, AUPRO and F1-max, overall and per defect type."""
+    report = run_eval(model, data, category, backend, device, precision)
+    out.print(metrics_table(f"{report['data']} ({report['backend']} {precision})", report["metrics"]))
+    target = json_out or (model / "eval.json" if model.is_dir() else model.with_suffix(".eval.json"))
+    atomic_write_json(target, report)
+    out.print(f"report: {target}")
+
+
+@app.command()
+@friendly
+def predict(
+    model: Path = typer.Argument(..., help="Bundle folder or exported .onnx model."),
+    images: list[Path] = typer.Argument(..., help="Image files or folders."),
+    out_dir: Path = typer.Option(Path("predictions"), "--out", "-o", help="Where overlays and records go."),
+    backend: str = typer.Option("auto"),
+    device: str = typer.Option("cpu"),
+    precision: str = typer.Option("fp32"),
+    overlays: bool = typer.Option(True, help="Write a heat-map overlay PNG per image."),
+) -> None:
+    """Score images: verdict against the stored threshold, overlay PNGs, predictions.jsonl."""
+    from edge_ad.detector import Detector, Failure
+    from edge_ad.results import append_jsonl, write_overlay
+
+    det = Detector.load(model, backend=backend, device=device, precision=precision)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = Table(title=f"predictions (threshold {det.threshold:.4f})")
+    for col in ("image", "score", "verdict"):
+        table.add_column(col)
+    failures = 0
+    with open(out_dir / "predictions.jsonl", "w") as fh:
+        for i, result in enumerate(det.predict_paths(images)):
+            if isinstance(result, Failure):
+                failures += 1
+                err.print(f"[red]skipped[/] {result.error}")
+                append_jsonl(fh, {"source": result.source, "error": result.error})
+                continue
+            extra = {}
+            if overlays:
+                name = f"{i:05d}_{Path(result.source).stem}.png"
+                extra["overlay"] = str(write_overlay(out_dir / name, result, det.heat_levels))
+            append_jsonl(fh, result.record(**extra))
+            style = "red" if result.is_anomalous else "green"
+            table.add_row(result.source, f"{result.image_score:.4f}", f"[{style}]{result.verdict}[/]")
+    out.print(table)
+    out.print(f"records: {out_dir / 'predictions.jsonl'}")
+    if failures:
+        err.print(f"[yellow]{failures} input(s) could not be read[/]")
+        raise typer.Exit(1)
+
+
+@app.command("import-simplenet")
+@friendly
+def import_simplenet(
+    ckpt: Path = typer.Argument(..., help="ckpt.pth written by the SimpleNet authors' code."),
+    backbone_weights: Path = typer.Option(..., help="The WideResNet50-2 weights the checkpoint was trained with."),
+    out_dir: Path = typer.Option(..., "--out", "-o"),
+    image_size: int = typer.Option(288, help="Authors' MVTec script: 288."),
+    resize: int = typer.Option(329, help="Authors' MVTec script: 329."),
+    good_images: Path = typer.Option(None, help="Folder of good images to set the verdict threshold from."),
+) -> None:
+    """Make an edge-ad bundle from a checkpoint trained with the authors' code."""
+    from edge_ad.import_simplenet import import_checkpoint
+
+    import_checkpoint(ckpt, backbone_weights, out_dir, image_size=image_size, resize=resize, good_images=good_images)
+    out.print(f"model bundle: {out_dir}")
+    if good_images is None:
+        err.print("[yellow]no --good-images: the bundle has no verdict threshold (every image is 'good')[/]")
+
+
+@app.command()
+@friendly
+def demo(
+    root: Path = typer.Argument(Path("edge-ad-demo"), help="Working folder for data, model and results."),
+    category: str = typer.Option(None, help="Demo category (default: the first)."),
+    epochs: int = typer.Option(30, help="Short schedule so the demo runs in minutes on a CPU."),
+    seed: int = typer.Option(0),
+) -> None:
+    """The main job end to end: demo data -> train (random backbone) -> eval -> predict."""
+    from edge_ad.data.demo import DEFAULT_DEMO_CATEGORY, make_demo_dataset
+    from edge_ad.data.preprocess import Preprocessing
+    from edge_ad.models.simplenet import SimpleNetConfig
+    from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
+    from edge_ad.training.trainer import TrainConfig
+
+    category = category or DEFAULT_DEMO_CATEGORY
+    data = root / "data"
+    make_demo_dataset(data, [category], seed=seed)
+    err.print("[yellow]demo:[/] random-initialised backbone (no ImageNet weights can be downloaded here)")
+    bundle = root / "models" / category
+    train_bundle(
+        data,
+        bundle,
+        category=category,
+        backbone=BackboneSpec(random=True),
+        preprocessing=Preprocessing(),
+        model_cfg=random_backbone_recipe(SimpleNetConfig()),
+        train_cfg=TrainConfig(epochs=epochs, seed=seed),
+        device=_default_device(),
+        resume=(bundle / ".training").exists(),
+    )
+    report = run_eval(bundle, data, category, "torch", "cpu", "fp32")
+    atomic_write_json(bundle / "eval.json", report)
+    out.print(metrics_table(f"demo: {category}", report["metrics"]))
+    overall = report["metrics"]["overall"]
+    out.print(f"image AUROC {overall['image_auroc']:.4f}  pixel AUROC {overall['pixel_auroc']:.4f}")
+    test_dir = data / category / "test"
+    sample = [next(iter(sorted(d.iterdir()))) for d in sorted(test_dir.iterdir()) if d.is_dir()]
+    predict.__wrapped__(bundle, sample, root / "predictions", "torch", "cpu", "fp32", True)  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["app", "main", "json"]

@@ -1,0 +1,132 @@
+"""Turn a checkpoint trained with the SimpleNet authors' code into an edge-ad bundle.
+
+Their ``ckpt.pth`` holds two state dicts: ``discriminator`` (``body.block1.{0,1}.*`` = Linear + BatchNorm1d,
+``tail.weight``) and, when trained with ``--pre_proj 1``, ``pre_projection`` (``layers.0fc.*``). The backbone is
+not in it: the user names the WideResNet50-2 weights they trained with. Loading uses
+``torch.load(weights_only=True)``: no arbitrary unpickling.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edge_ad.data.images import list_images, read_image
+from edge_ad.data.preprocess import Preprocessing
+from edge_ad.models.registry import save_model
+from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
+from edge_ad.models.wide_resnet import load_backbone_weights, read_state_dict, state_dict_sha256
+from edge_ad.runtimes.torch_runtime import TorchRuntime
+from edge_ad.training.trainer import image_score_threshold
+
+DISCRIMINATOR_KEYS = {
+    "body.block1.0.weight": "fc1.weight",
+    "body.block1.0.bias": "fc1.bias",
+    "body.block1.1.weight": "bn.weight",
+    "body.block1.1.bias": "bn.bias",
+    "body.block1.1.running_mean": "bn.running_mean",
+    "body.block1.1.running_var": "bn.running_var",
+    "body.block1.1.num_batches_tracked": "bn.num_batches_tracked",
+    "tail.weight": "fc2.weight",
+}
+
+
+class CheckpointError(ValueError):
+    """An authors' checkpoint that edge-ad cannot map onto its SimpleNet."""
+
+
+def read_authors_checkpoint(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - report any unreadable file the same way
+        raise CheckpointError(f"cannot read {path} as a SimpleNet checkpoint: {exc}") from exc
+    if not isinstance(state, dict) or "discriminator" not in state:
+        raise CheckpointError(f"{path} has no 'discriminator' state dict: not a SimpleNet ckpt.pth")
+    return state
+
+
+def convert(state: dict[str, dict[str, torch.Tensor]], model: SimpleNet) -> None:
+    """Copy the authors' discriminator and projection into ``model`` (shapes checked)."""
+    disc = state["discriminator"]
+    unknown = set(disc) - set(DISCRIMINATOR_KEYS)
+    if unknown:
+        raise CheckpointError(
+            f"discriminator has layers edge-ad does not model ({sorted(unknown)[:3]}); only dsc_layers=2 is supported"
+        )
+    mapped = {DISCRIMINATOR_KEYS[k]: v for k, v in disc.items()}
+    try:
+        model.discriminator.load_state_dict(mapped, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"discriminator does not fit (dsc_hidden 1024, 1536 features expected): {exc}") from exc
+    proj = state.get("pre_projection")
+    if proj is None:
+        # trained without the adapter (pre_proj 0): identity adapter keeps the scores identical
+        with torch.no_grad():
+            model.adapter.weight.copy_(torch.eye(model.adapter.weight.shape[0]))
+            if model.adapter.bias is not None:
+                model.adapter.bias.zero_()
+        return
+    if set(proj) - {"layers.0fc.weight", "layers.0fc.bias"}:
+        raise CheckpointError("pre_projection with more than one layer is not supported (pre_proj must be 1)")
+    model.adapter.load_state_dict({"weight": proj["layers.0fc.weight"], "bias": proj["layers.0fc.bias"]})
+
+
+def import_checkpoint(
+    ckpt: str | Path,
+    backbone_weights: str | Path,
+    out_dir: str | Path,
+    *,
+    image_size: int = 288,
+    resize: int | None = 329,
+    good_images: str | Path | None = None,
+    threshold_sigmas: float = 3.0,
+) -> Path:
+    """Write a bundle from the authors' checkpoint; ``good_images`` (optional) sets the verdict threshold."""
+    state = read_authors_checkpoint(ckpt)
+    has_bias = "pre_projection" in state
+    model = SimpleNet(SimpleNetConfig(adapter_bias=True, score_mode="negative"), image_size=image_size)
+    load_backbone_weights(model.backbone, read_state_dict(backbone_weights), source=str(backbone_weights))
+    convert(state, model)
+    model.eval()
+    preprocessing = Preprocessing(image_size=image_size, resize=resize)
+    score_stats: dict = {"threshold_source": "none given (pass --good-images to set one)"}
+    threshold = float("inf")
+    if good_images is not None:
+        runtime = TorchRuntime(model)
+        paths = list_images(good_images)
+        scores, maps = [], []
+        for s in range(0, len(paths), 8):
+            sc, mp = runtime.predict(preprocessing.batch([read_image(p) for p in paths[s : s + 8]]))
+            scores.append(sc)
+            maps.append(mp)
+        stats = image_score_threshold(np.concatenate(scores), threshold_sigmas)
+        good_maps = np.concatenate(maps)
+        threshold = stats["threshold"]
+        score_stats = {
+            "image": stats,
+            "pixel": {
+                "good_p50": float(np.quantile(good_maps, 0.5)),
+                "good_p99": float(np.quantile(good_maps, 0.99)),
+                "good_max": float(good_maps.max()),
+            },
+            "threshold_source": f"{len(paths)} good images in {good_images}",
+        }
+    save_model(
+        model,
+        out_dir,
+        preprocessing=preprocessing,
+        threshold=threshold,
+        score_stats=score_stats,
+        backbone={"weights": Path(backbone_weights).name, "sha256": state_dict_sha256(model.backbone)},
+        training={
+            "imported_from": str(ckpt),
+            "pre_projection": has_bias,
+            "selection": "as trained by the authors",
+        },
+    )
+    return Path(out_dir)

@@ -1,0 +1,201 @@
+"""WideResNet50-2 up to layer3, in plain torch with torchvision's parameter names.
+
+torchvision cannot be installed CPU-only next to the torch wheel this project uses, so the trunk is written
+here. Parameter names match ``torchvision.models.wide_resnet50_2`` exactly, so a user's ImageNet checkpoint
+(torchvision ``.pth`` or safetensors) loads unchanged; keys after layer3 (layer4, fc) are ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+# torchvision's published ImageNet weights (the SimpleNet authors used IMAGENET1K_V1).
+# The hex in the file name is the prefix of the file's SHA-256, which torchvision checks on download.
+IMAGENET_WEIGHTS = {
+    "imagenet1k_v1": "https://download.pytorch.org/models/wide_resnet50_2-95faca4d.pth",
+    "imagenet1k_v2": "https://download.pytorch.org/models/wide_resnet50_2-9ba9bcbe.pth",
+}
+
+FEATURE_LAYERS = ("layer2", "layer3")
+LAYER_CHANNELS = {"layer1": 256, "layer2": 512, "layer3": 1024}
+LAYER_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16}
+
+
+class BackboneWeightsError(ValueError):
+    """A backbone checkpoint that does not fit WideResNet50-2."""
+
+
+class Bottleneck(nn.Module):
+    """torchvision's ResNet v1.5 bottleneck (stride on the 3x3 conv), width doubled."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        width = planes * 2  # wide_resnet50_2: width_per_group = 128 = 64 * 2
+        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+def _make_layer(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+    downsample = None
+    if stride != 1 or inplanes != planes * Bottleneck.expansion:
+        downsample = nn.Sequential(
+            nn.Conv2d(inplanes, planes * Bottleneck.expansion, 1, stride=stride, bias=False),
+            nn.BatchNorm2d(planes * Bottleneck.expansion),
+        )
+    layers = [Bottleneck(inplanes, planes, stride, downsample)]
+    layers += [Bottleneck(planes * Bottleneck.expansion, planes) for _ in range(1, blocks)]
+    return nn.Sequential(*layers)
+
+
+class WideResNet50Trunk(nn.Module):
+    """Stem, layer1..layer3 of WideResNet50-2; returns the requested layers' outputs in order."""
+
+    def __init__(self, out_layers: Iterable[str] = FEATURE_LAYERS):
+        super().__init__()
+        self.out_layers = tuple(out_layers)
+        unknown = set(self.out_layers) - set(LAYER_CHANNELS)
+        if unknown:
+            raise ValueError(f"unknown backbone layers {sorted(unknown)}; choose from {sorted(LAYER_CHANNELS)}")
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.layer1 = _make_layer(64, 64, 3, stride=1)
+        self.layer2 = _make_layer(256, 128, 4, stride=2)
+        self.layer3 = _make_layer(512, 256, 6, stride=2)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torchvision's initialisation (Kaiming normal, fan_out), so random-backbone runs match it."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+                m.reset_running_stats()
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        outs: dict[str, Tensor] = {}
+        last = self.out_layers[-1] if self.out_layers else "layer3"
+        for name in ("layer1", "layer2", "layer3"):
+            x = getattr(self, name)(x)
+            outs[name] = x
+            if name == last:  # nothing after the deepest requested layer is computed
+                break
+        return [outs[name] for name in self.out_layers]
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a checkpoint without unpickling arbitrary objects (safetensors, or torch.load weights_only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneWeightsError(f"backbone weights not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
+        raise BackboneWeightsError(f"cannot read {path} as a torch checkpoint: {exc}") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise BackboneWeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    return {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, Tensor)}
+
+
+def load_backbone_weights(trunk: WideResNet50Trunk, state: dict[str, Tensor], source: str = "") -> None:
+    """Load the trunk's tensors from a full WideResNet50-2 state dict; extra keys (layer4, fc) are ignored."""
+    own = trunk.state_dict()
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise BackboneWeightsError(
+            f"{source or 'checkpoint'} is not a WideResNet50-2 state dict: {len(missing)} keys missing, "
+            f"e.g. {missing[:3]}"
+        )
+    for key, value in own.items():
+        if state[key].shape != value.shape:
+            raise BackboneWeightsError(
+                f"{source or 'checkpoint'}: {key} has shape {tuple(state[key].shape)}, "
+                f"expected {tuple(value.shape)} (is it a ResNet50 rather than WideResNet50-2?)"
+            )
+    trunk.load_state_dict({k: state[k] for k in own}, strict=True)
+
+
+def download_imagenet_weights(name: str = "imagenet1k_v1", cache_dir: str | Path | None = None) -> Path:
+    """Fetch torchvision's official weights once, verifying the SHA-256 prefix in their file name."""
+    if name not in IMAGENET_WEIGHTS:
+        raise BackboneWeightsError(f"unknown weights {name!r}; choose from {sorted(IMAGENET_WEIGHTS)}")
+    url = IMAGENET_WEIGHTS[name]
+    cache = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / "checkpoints"
+    target = cache / url.rsplit("/", 1)[1]
+    if not target.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        hash_prefix = target.stem.rsplit("-", 1)[1]
+        torch.hub.download_url_to_file(url, str(target), hash_prefix=hash_prefix, progress=True)
+    return target
+
+
+def state_dict_sha256(module: nn.Module) -> str:
+    """Content hash of a module's tensors (names, shapes, bytes): identifies the backbone in a bundle."""
+    digest = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(key.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(trunk: WideResNet50Trunk, batches: Iterable[Tensor]) -> int:
+    """Re-estimate every BatchNorm's running statistics on the given images (cumulative average).
+
+    Only for randomly initialised backbones: their BatchNorm layers start at mean 0 / var 1, which leaves
+    layer3 activations ~10x larger than layer2's and swamps the feature mix. Pretrained weights are never
+    touched. Returns the number of images seen.
+    """
+    bns = [m for m in trunk.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [(m.momentum, m.training) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over all batches
+        m.train()
+    seen = 0
+    try:
+        for batch in batches:
+            trunk.forward(batch)
+            seen += batch.shape[0]
+    finally:
+        for m, (momentum, training) in zip(bns, saved, strict=True):
+            m.momentum = momentum
+            m.train(training)
+    trunk.eval()
+    if seen == 0:
+        raise ValueError("no images to re-estimate BatchNorm statistics on")
+    return seen

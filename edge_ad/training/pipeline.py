@@ -1,0 +1,216 @@
+"""``edge-ad train`` as a library call: data -> backbone -> feature cache -> training -> threshold -> bundle."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edge_ad.data.images import read_image
+from edge_ad.data.layout import resolve_category, train_images
+from edge_ad.data.preprocess import Preprocessing
+from edge_ad.models.registry import save_model
+from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
+from edge_ad.models.wide_resnet import (
+    IMAGENET_WEIGHTS,
+    download_imagenet_weights,
+    load_backbone_weights,
+    read_state_dict,
+    recalibrate_batchnorm,
+    state_dict_sha256,
+)
+from edge_ad.progress import console
+from edge_ad.runtimes.torch_runtime import TorchRuntime
+from edge_ad.training.feature_cache import extract_features
+from edge_ad.training.trainer import (
+    CHECKPOINT_NAME,
+    TrainConfig,
+    Trainer,
+    image_score_threshold,
+    run_fingerprint,
+    split_holdout,
+)
+
+
+@dataclass
+class BackboneSpec:
+    """Where the frozen backbone's weights come from. Random weights are an explicit choice, never a fallback.
+
+    ``weights``: a file (torchvision ``.pth`` or ``.safetensors``) or a torchvision name (``imagenet1k_v1``,
+    downloaded once with its hash checked). ``random``: torchvision's initialisation from the run's seed.
+    ``recalibrate_bn``: re-estimate BatchNorm statistics on the training images; default only for random.
+    """
+
+    weights: str | None = None
+    random: bool = False
+    recalibrate_bn: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.random == (self.weights is not None):
+            raise ValueError(
+                "choose the backbone explicitly: --backbone-weights PATH|imagenet1k_v1, or --random-backbone "
+                "(random weights give a much weaker model; edge-ad never falls back to them silently)"
+            )
+
+    @property
+    def recalibrate(self) -> bool:
+        return self.random if self.recalibrate_bn is None else self.recalibrate_bn
+
+
+def setup_backbone(model: SimpleNet, spec: BackboneSpec) -> dict[str, Any]:
+    """Load (or keep random) the trunk's weights; returns what the bundle records about them."""
+    if spec.random:
+        return {"weights": "random", "init": "torchvision kaiming_normal(fan_out)"}
+    assert spec.weights is not None
+    path = Path(spec.weights)
+    if spec.weights in IMAGENET_WEIGHTS and not path.exists():
+        path = download_imagenet_weights(spec.weights)
+    load_backbone_weights(model.backbone, read_state_dict(path), source=str(path))
+    return {"weights": path.name, "file_sha256": _sha256_file(path)}
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _data_fingerprint(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for p in paths:
+        digest.update(p.name.encode())
+        digest.update(p.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def random_backbone_recipe(cfg: SimpleNetConfig) -> SimpleNetConfig:
+    """Settings that make SimpleNet learn on a random backbone (measured; see README "Random backbones").
+
+    Only applied when the user asks for a random backbone and did not override these settings.
+    """
+    cfg.score_mode = "two_sided"
+    cfg.noise_std = 0.1
+    return cfg
+
+
+def train_bundle(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    category: str | None = None,
+    backbone: BackboneSpec,
+    preprocessing: Preprocessing | None = None,
+    model_cfg: SimpleNetConfig | None = None,
+    train_cfg: TrainConfig | None = None,
+    device: str = "cpu",
+    resume: bool = False,
+    keep_checkpoint: bool = False,
+) -> Path:
+    """Train SimpleNet on the good images of one category and write a sealed bundle to ``out_dir``."""
+    preprocessing = preprocessing or Preprocessing()
+    model_cfg = model_cfg or SimpleNetConfig()
+    train_cfg = train_cfg or TrainConfig()
+    out_dir = Path(out_dir)
+    category_dir = resolve_category(data_dir, category)
+    paths = train_images(category_dir)
+    train_idx, hold_idx = split_holdout(len(paths), train_cfg)
+    console.log(f"{category_dir}: {len(train_idx)} training images, {len(hold_idx)} held out for the threshold")
+    images = [preprocessing(read_image(p)) for p in paths]
+
+    torch.manual_seed(train_cfg.seed)
+    model = SimpleNet(model_cfg, image_size=preprocessing.image_size)
+    backbone_info = setup_backbone(model, backbone)
+    model.to(device)
+    if backbone.recalibrate:
+        batches = (
+            torch.from_numpy(np.stack([images[i] for i in train_idx[s : s + 8]])).to(device)
+            for s in range(0, len(train_idx), 8)
+        )
+        backbone_info["batchnorm_recalibrated_on"] = recalibrate_batchnorm(model.backbone, batches)
+    backbone_info["sha256"] = state_dict_sha256(model.backbone)
+
+    fingerprint = run_fingerprint(
+        data=_data_fingerprint(paths),
+        preprocessing=preprocessing.to_dict(),
+        model=model_cfg.to_dict(),
+        train=train_cfg.to_dict(),
+        backbone=backbone_info["sha256"],
+    )
+    checkpoint_dir = out_dir / ".training"
+    if not resume and (checkpoint_dir / CHECKPOINT_NAME).exists():
+        raise FileExistsError(
+            f"{checkpoint_dir / CHECKPOINT_NAME} exists from an earlier run: pass --resume to continue it, "
+            "or delete it to start again"
+        )
+    features = extract_features(model, [images[i] for i in train_idx], device=device, description="features")
+    trainer = Trainer(
+        model, features, train_cfg, device=device, checkpoint_dir=checkpoint_dir, run_fingerprint=fingerprint
+    )
+    if resume and trainer.resume():
+        console.log(f"resumed from epoch {trainer.start_epoch}")
+    history = trainer.fit()
+
+    logits = trainer.discriminator_logits()
+    if model_cfg.score_mode == "two_sided":
+        # centre of D on good training features: the "normal" level that both directions depart from
+        model.config.score_center = float(logits.median())
+    model.cpu().eval()
+
+    score_stats: dict[str, Any] = {
+        "train_logits": {
+            "median": float(logits.median()),
+            "p01": float(logits.quantile(0.01)),
+            "p99": float(logits.quantile(0.99)),
+        }
+    }
+    runtime = TorchRuntime(model)
+    threshold_source = "holdout"
+    eval_idx = hold_idx
+    if not eval_idx:
+        threshold_source = "training images (too few images to hold any out: threshold is optimistic)"
+        eval_idx = train_idx
+    scores, maps = [], []
+    for s in range(0, len(eval_idx), 8):
+        sc, mp = runtime.predict(np.stack([images[i] for i in eval_idx[s : s + 8]]))
+        scores.append(sc)
+        maps.append(mp)
+    good_scores = np.concatenate(scores)
+    good_maps = np.concatenate(maps)
+    image_stats = image_score_threshold(good_scores, train_cfg.threshold_sigmas)
+    score_stats["image"] = image_stats
+    score_stats["pixel"] = {
+        "good_p50": float(np.quantile(good_maps, 0.5)),
+        "good_p99": float(np.quantile(good_maps, 0.99)),
+        "good_max": float(good_maps.max()),
+    }
+    score_stats["threshold_source"] = threshold_source
+
+    training = {
+        **train_cfg.to_dict(),
+        "data": str(category_dir),
+        "train_images": [paths[i].name for i in train_idx],
+        "holdout_images": [paths[i].name for i in hold_idx],
+        "final_epoch": history[-1].__dict__ if history else None,
+        "device": device,
+        "selection": "final weights (no test labels used)",
+    }
+    save_model(
+        model,
+        out_dir,
+        preprocessing=preprocessing,
+        threshold=image_stats["threshold"],
+        score_stats=score_stats,
+        backbone=backbone_info,
+        training=training,
+    )
+    if not keep_checkpoint:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    console.log(f"bundle written to {out_dir} (threshold {image_stats['threshold']:.4f})")
+    return out_dir

@@ -1,0 +1,246 @@
+"""SimpleNet training on cached frozen features, with atomic per-epoch checkpoints and exact resume.
+
+Every source of randomness (holdout split, image order, noise) comes from generators seeded by
+``(seed, epoch)``, so a run killed after epoch k and resumed gives the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from edge_ad.io import atomic_write_with
+from edge_ad.models.simplenet import SimpleNet
+from edge_ad.progress import console, progress_bar
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation constants; defaults are the paper's (SIMPLENET_SPEC sections 3-7)."""
+
+    epochs: int = 160
+    batch_size: int = 8  # images per step; all their positions form one batch of feature vectors
+    adapter_lr: float = 1e-4
+    adapter_weight_decay: float = 0.01
+    disc_lr: float = 2e-4
+    disc_weight_decay: float = 1e-5
+    margin: float = 0.5  # th of the truncated L1 loss
+    cosine_schedule: bool = False
+    seed: int = 0
+    holdout_fraction: float = 0.1  # share of train/good kept out to set the threshold
+    min_holdout: int = 2
+    threshold_sigmas: float = 3.0  # threshold = mean + k * std of held-out good image scores
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    loss: float
+    p_true: float
+    p_fake: float
+    seconds: float
+
+
+def _generator(seed: int, stream: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed((seed * 1_000_003 + stream) % (2**63))
+    return g
+
+
+def split_holdout(n: int, cfg: TrainConfig) -> tuple[list[int], list[int]]:
+    """Deterministic (train, holdout) index split of the good training images."""
+    n_hold = max(cfg.min_holdout, round(n * cfg.holdout_fraction)) if cfg.holdout_fraction > 0 else 0
+    if n - n_hold < 1:
+        n_hold = 0
+    order = torch.randperm(n, generator=_generator(cfg.seed, -1)).tolist()
+    hold = sorted(order[:n_hold])
+    train = sorted(order[n_hold:])
+    return train, hold
+
+
+def add_feature_noise(features: Tensor, std: float, mix: int, generator: torch.Generator) -> Tensor:
+    """The paper's anomaly feature generator: f + eps, eps ~ N(0, (std * 1.1^k)^2), k uniform in [0, mix)."""
+    noise = torch.randn(features.shape, generator=generator).to(features.device, features.dtype)
+    if mix > 1:
+        k = torch.randint(0, mix, (features.shape[0], 1), generator=generator).to(features.device)
+        noise = noise * (std * 1.1 ** k.to(features.dtype))
+    else:
+        noise = noise * std
+    return features + noise
+
+
+def truncated_l1(true_scores: Tensor, fake_scores: Tensor, margin: float) -> Tensor:
+    """mean(max(0, th - D(true))) + mean(max(0, th + D(fake)))."""
+    return (margin - true_scores).clamp(min=0).mean() + (margin + fake_scores).clamp(min=0).mean()
+
+
+class Trainer:
+    """Trains the adapter and discriminator of a SimpleNet on a [N, h*w, D] feature cache."""
+
+    def __init__(
+        self,
+        model: SimpleNet,
+        features: Tensor,
+        cfg: TrainConfig,
+        *,
+        device: str | torch.device = "cpu",
+        checkpoint_dir: str | Path | None = None,
+        run_fingerprint: str = "",
+    ):
+        self.model = model.to(device)
+        self.features = features
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
+        self.fingerprint = run_fingerprint
+        self.adapter_opt = torch.optim.AdamW(
+            model.adapter.parameters(), lr=cfg.adapter_lr, weight_decay=cfg.adapter_weight_decay
+        )
+        self.disc_opt = torch.optim.Adam(
+            model.discriminator.parameters(), lr=cfg.disc_lr, weight_decay=cfg.disc_weight_decay
+        )
+        self.start_epoch = 0
+        self.history: list[EpochStats] = []
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def _state(self, epoch: int) -> dict:
+        return {
+            "epoch": epoch,
+            "fingerprint": self.fingerprint,
+            "adapter": self.model.adapter.state_dict(),
+            "discriminator": self.model.discriminator.state_dict(),
+            "adapter_opt": self.adapter_opt.state_dict(),
+            "disc_opt": self.disc_opt.state_dict(),
+            "history": json.dumps([asdict(h) for h in self.history]),
+        }
+
+    def save_checkpoint(self, epoch: int) -> None:
+        if self.checkpoint_path is None:
+            return
+        state = self._state(epoch)
+        atomic_write_with(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+
+    def resume(self) -> bool:
+        """Load the last checkpoint if there is one; refuse one written for other data or settings."""
+        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+            return False
+        # weights_only: plain tensors and containers, never arbitrary pickled objects
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        if state.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"{self.checkpoint_path} was written for different data or settings; "
+                "delete it or use another --out to start afresh"
+            )
+        self.model.adapter.load_state_dict(state["adapter"])
+        self.model.discriminator.load_state_dict(state["discriminator"])
+        self.adapter_opt.load_state_dict(state["adapter_opt"])
+        self.disc_opt.load_state_dict(state["disc_opt"])
+        self.history = [EpochStats(**h) for h in json.loads(state["history"])]
+        self.start_epoch = int(state["epoch"])
+        return True
+
+    # -- training ------------------------------------------------------------------------------------
+    def _set_lr(self, epoch: int) -> None:
+        if not self.cfg.cosine_schedule:
+            return
+        factor = 0.5 * (1 + math.cos(math.pi * epoch / self.cfg.epochs))
+        for opt, base in ((self.adapter_opt, self.cfg.adapter_lr), (self.disc_opt, self.cfg.disc_lr)):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
+
+    def train_epoch(self, epoch: int, on_step: Callable[[], None] | None = None) -> EpochStats:
+        cfg, mcfg = self.cfg, self.model.config
+        self.model.train()
+        self._set_lr(epoch)
+        gen = _generator(cfg.seed, epoch)
+        order = torch.randperm(self.features.shape[0], generator=gen)
+        t0 = time.perf_counter()
+        loss_sum = p_true_sum = p_fake_sum = 0.0
+        steps = 0
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            feats = self.features[idx].to(self.device, torch.float32).flatten(0, 1)
+            true = self.model.adapter(feats)
+            fake = add_feature_noise(true, mcfg.noise_std, mcfg.mix_noise, gen)
+            scores = self.model.discriminator(torch.cat([true, fake]))
+            s_true, s_fake = scores[: len(true)], scores[len(true) :]
+            loss = truncated_l1(s_true, s_fake, cfg.margin)
+            self.adapter_opt.zero_grad(set_to_none=True)
+            self.disc_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.adapter_opt.step()
+            self.disc_opt.step()
+            with torch.no_grad():
+                loss_sum += loss.item()
+                p_true_sum += (s_true >= cfg.margin).float().mean().item()
+                p_fake_sum += (s_fake < -cfg.margin).float().mean().item()
+            steps += 1
+            if on_step:
+                on_step()
+        return EpochStats(epoch, loss_sum / steps, p_true_sum / steps, p_fake_sum / steps, time.perf_counter() - t0)
+
+    def fit(self) -> list[EpochStats]:
+        cfg = self.cfg
+        steps_per_epoch = math.ceil(self.features.shape[0] / cfg.batch_size)
+        remaining = cfg.epochs - self.start_epoch
+        if remaining <= 0:
+            self.model.eval()
+            return self.history
+        with progress_bar(total=remaining, description="train") as bar:
+            for epoch in range(self.start_epoch, cfg.epochs):
+                stats = self.train_epoch(epoch)
+                self.history.append(stats)
+                self.save_checkpoint(epoch + 1)
+                bar.set_postfix(loss=stats.loss, p_true=stats.p_true, p_fake=stats.p_fake)
+                bar.advance()
+        if steps_per_epoch and self.history:
+            last = self.history[-1]
+            console.log(
+                f"trained {cfg.epochs} epochs: loss {last.loss:.4f} p_true {last.p_true:.3f} p_fake {last.p_fake:.3f}"
+            )
+        self.model.eval()
+        return self.history
+
+    @torch.no_grad()
+    def discriminator_logits(self, chunk: int = 8) -> Tensor:
+        """D(G(f)) for every cached training position (eval-mode BatchNorm)."""
+        self.model.eval()
+        out = []
+        for start in range(0, self.features.shape[0], chunk):
+            feats = self.features[start : start + chunk].to(self.device, torch.float32).flatten(0, 1)
+            out.append(self.model.discriminate(feats).cpu())
+        return torch.cat(out)
+
+
+def run_fingerprint(**parts: object) -> str:
+    """Hash of what determines a run (data files, configs, backbone); a checkpoint only resumes its own run."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def image_score_threshold(scores: np.ndarray, sigmas: float) -> dict[str, float]:
+    """Verdict threshold from good images only: mean + k*std, never below their maximum."""
+    scores = np.asarray(scores, dtype=np.float64)
+    mean, std = float(scores.mean()), float(scores.std())
+    return {
+        "threshold": max(mean + sigmas * std, float(scores.max())),
+        "good_mean": mean,
+        "good_std": std,
+        "good_max": float(scores.max()),
+        "good_count": int(scores.size),
+    }

@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny demo datasets built in temp folders, quiet progress bars, no network."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("EDGE_AD_QUIET", "1")
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never reach the network: any attempt to connect outside loopback fails loudly."""
+    real_connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: object) -> object:
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and host not in ("127.0.0.1", "localhost", "::1") and self.family != socket.AF_UNIX:
+            raise RuntimeError(f"test tried to reach the network: {address}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small demo category (washer) in MVTec layout; returns its category folder."""
+    from edge_ad.data.demo import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    (folder,) = make_demo_dataset(
+        root, ["washer"], seed=3, n_train=12, n_test_good=4, n_test_per_defect=2, image_size=96
+    )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SimpleNet bundle trained for two epochs on the tiny demo at 64x64 (random backbone)."""
+    from edge_ad.data.preprocess import Preprocessing
+    from edge_ad.models.simplenet import SimpleNetConfig
+    from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
+    from edge_ad.training.trainer import TrainConfig
+
+    out = tmp_path_factory.mktemp("bundle") / "washer"
+    return train_bundle(
+        tiny_demo,
+        out,
+        backbone=BackboneSpec(random=True),
+        preprocessing=Preprocessing(image_size=64, resize=72),
+        model_cfg=random_backbone_recipe(SimpleNetConfig()),
+        train_cfg=TrainConfig(epochs=2, batch_size=4, seed=1),
+    )
