@@ -22,7 +22,7 @@ from edge_ad.io import atomic_write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Anomaly detection trained on good parts only.")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max")

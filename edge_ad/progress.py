@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
-
 def _quiet() -> bool:
     return os.environ.get("EDGE_AD_QUIET", "") not in ("", "0")
 

@@ -100,8 +100,9 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path) -
     straight = Trainer(fresh(), feats, cfg, checkpoint_dir=tmp_path / "a", run_fingerprint="x")
     straight.fit()
     # "killed" after two epochs: a trainer for 2 epochs writes the same checkpoint an interrupted run would
-    first = Trainer(fresh(), feats, TrainConfig(epochs=2, batch_size=2, seed=5), checkpoint_dir=tmp_path / "b",
-                    run_fingerprint="x")
+    first = Trainer(
+        fresh(), feats, TrainConfig(epochs=2, batch_size=2, seed=5), checkpoint_dir=tmp_path / "b", run_fingerprint="x"
+    )
     first.fit()
     resumed = Trainer(fresh(), feats, cfg, checkpoint_dir=tmp_path / "b", run_fingerprint="x")
     assert resumed.resume() and resumed.start_epoch == 2
@@ -117,8 +118,13 @@ def test_random_backbone_must_be_explicit(tiny_demo: Path, tmp_path: Path) -> No
     with pytest.raises(ValueError, match="choose the backbone explicitly"):
         BackboneSpec()
     with pytest.raises(ValueError, match="not found"):
-        train_bundle(tiny_demo, tmp_path / "m", backbone=BackboneSpec(weights=str(tmp_path / "nope.pth")),
-                     preprocessing=Preprocessing(image_size=64, resize=72), train_cfg=TrainConfig(epochs=1))
+        train_bundle(
+            tiny_demo,
+            tmp_path / "m",
+            backbone=BackboneSpec(weights=str(tmp_path / "nope.pth")),
+            preprocessing=Preprocessing(image_size=64, resize=72),
+            train_cfg=TrainConfig(epochs=1),
+        )
 
 
 def test_backbone_weights_file_is_loaded(tiny_demo: Path, tmp_path: Path) -> None:
@@ -130,8 +136,13 @@ def test_backbone_weights_file_is_loaded(tiny_demo: Path, tmp_path: Path) -> Non
     state = dict(trunk.state_dict())
     state["fc.weight"] = torch.zeros(1000, 2048)  # extra keys of a full classifier are ignored
     torch.save(state, tmp_path / "wrn.pth")
-    out = train_bundle(tiny_demo, tmp_path / "m", backbone=BackboneSpec(weights=str(tmp_path / "wrn.pth")),
-                       preprocessing=Preprocessing(image_size=64, resize=72), train_cfg=TrainConfig(epochs=1))
+    out = train_bundle(
+        tiny_demo,
+        tmp_path / "m",
+        backbone=BackboneSpec(weights=str(tmp_path / "wrn.pth")),
+        preprocessing=Preprocessing(image_size=64, resize=72),
+        train_cfg=TrainConfig(epochs=1),
+    )
     info = read_bundle(out)
     assert info.backbone["sha256"] == state_dict_sha256(trunk)
     assert "batchnorm_recalibrated_on" not in info.backbone  # pretrained weights are never touched

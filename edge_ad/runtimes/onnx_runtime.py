@@ -1,0 +1,160 @@
+"""onnxruntime backend for models written by ``edge_ad.export.onnx_export``. Torch-free.
+
+The model carries what a runtime needs in its ``metadata_props`` (preprocessing, threshold, score
+statistics, image size, precision, bundle format version); a model without them, or from another bundle
+format, is refused with a ValueError (:class:`edge_ad.bundle.BundleError`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from edge_ad import BUNDLE_FORMAT_VERSION, __version__
+from edge_ad.bundle import BundleError
+from edge_ad.data.preprocess import Preprocessing
+from edge_ad.runtimes.base import check_batch
+
+__all__ = ["REQUIRED_METADATA", "OnnxRuntime"]
+
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("image_score", "anomaly_map")
+REQUIRED_METADATA = (
+    "bundle_format_version",
+    "family",
+    "preprocessing",
+    "image_size",
+    "threshold",
+    "score_stats",
+    "precision",
+)
+
+
+def _providers(device: str) -> list[Any]:
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda" or device.startswith("cuda:"):
+        if "CUDAExecutionProvider" not in available:
+            raise RuntimeError(
+                "device 'cuda' was asked for, but this onnxruntime has no CUDAExecutionProvider "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu, or use device='cpu'"
+            )
+        index = device.partition(":")[2] or "0"
+        if not index.isdigit():
+            raise ValueError(f"bad CUDA device {device!r}; use 'cuda' or 'cuda:N'")
+        return [("CUDAExecutionProvider", {"device_id": int(index)}), "CPUExecutionProvider"]
+    raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'")
+
+
+class OnnxRuntime:
+    """Runs an exported edge-ad ONNX model; ``predict(batch) -> (image_score[N], anomaly_map[N,H,W])``.
+
+    A model with a static batch of B runs any N in chunks of B (the last one zero-padded); a model with a
+    dynamic batch axis runs the whole batch at once.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike[str], device: str = "cpu", threads: int | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {self.path}")
+        providers = _providers(device)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"threads must be >= 1, got {threads}")
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        self.device = device
+        self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        if device != "cpu" and "CUDAExecutionProvider" not in self.session.get_providers():
+            raise RuntimeError(
+                f"onnxruntime could not start CUDAExecutionProvider for {self.path} (CUDA/cuDNN libraries missing?)"
+            )
+        self._read_metadata(self.session.get_modelmeta().custom_metadata_map)
+        self._check_io()
+
+    # ----------------------------------------------------------------- metadata
+    def _read_metadata(self, meta: dict[str, str]) -> None:
+        missing = [k for k in REQUIRED_METADATA if k not in meta]
+        if missing:
+            raise BundleError(
+                f"{self.path} lacks edge-ad metadata {missing}: it was not written by edge-ad's ONNX export "
+                "(re-export it with `edge-ad export`)"
+            )
+        try:
+            version = int(meta["bundle_format_version"])
+        except ValueError:
+            version = None
+        if version != BUNDLE_FORMAT_VERSION:
+            raise BundleError(
+                f"{self.path} was exported by edge-ad {meta.get('edge_ad_version', '?')} in bundle format "
+                f"{meta['bundle_format_version']}; this edge-ad ({__version__}) reads format "
+                f"{BUNDLE_FORMAT_VERSION}. Re-export it with a matching edge-ad version."
+            )
+        try:
+            self.preprocessing = Preprocessing.from_dict(json.loads(meta["preprocessing"]))
+            self.image_size = int(meta["image_size"])
+            self.threshold = float(meta["threshold"])
+            self.score_stats: dict[str, Any] = dict(json.loads(meta["score_stats"]))
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"{self.path} has malformed edge-ad metadata: {exc}") from exc
+        self.family = meta["family"]
+        self.precision = meta["precision"]
+        self.edge_ad_version = meta.get("edge_ad_version", "?")
+        self.bundle_weights_sha256 = meta.get("bundle_weights_sha256")
+        self.metadata = dict(meta)
+        if self.preprocessing.image_size != self.image_size:
+            raise BundleError(
+                f"{self.path}: preprocessing size {self.preprocessing.image_size} != model {self.image_size}"
+            )
+
+    def _check_io(self) -> None:
+        inputs = self.session.get_inputs()
+        if [i.name for i in inputs] != [INPUT_NAME]:
+            raise BundleError(f"{self.path} has inputs {[i.name for i in inputs]}, expected [{INPUT_NAME!r}]")
+        outputs = {o.name for o in self.session.get_outputs()}
+        if not set(OUTPUT_NAMES) <= outputs:
+            raise BundleError(f"{self.path} lacks outputs {sorted(set(OUTPUT_NAMES) - outputs)}")
+        shape = list(inputs[0].shape)
+        if len(shape) != 4 or shape[1:] != [3, self.image_size, self.image_size]:
+            raise BundleError(f"{self.path}: input shape {shape} does not match image size {self.image_size}")
+        # A static batch is an int; a dynamic one is a name (str) or None.
+        self.batch_size: int | None = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+
+    # ----------------------------------------------------------------- inference
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        score, amap = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+        return np.asarray(score, dtype=np.float32), np.asarray(amap, dtype=np.float32)
+
+    def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        arr = check_batch(batch, self.image_size)
+        n = arr.shape[0]
+        if n == 0:
+            return np.zeros((0,), np.float32), np.zeros((0, self.image_size, self.image_size), np.float32)
+        step = self.batch_size
+        if step is None or n == step:
+            return self._run(arr)
+        scores, maps = [], []
+        for start in range(0, n, step):
+            chunk = arr[start : start + step]
+            valid = chunk.shape[0]
+            if valid < step:
+                pad = np.zeros((step - valid, *chunk.shape[1:]), dtype=np.float32)
+                chunk = np.concatenate([chunk, pad])
+            score, amap = self._run(chunk)
+            scores.append(score[:valid])
+            maps.append(amap[:valid])
+        return np.concatenate(scores), np.concatenate(maps)
+
+    def __repr__(self) -> str:
+        batch = self.batch_size if self.batch_size is not None else "dynamic"
+        return f"OnnxRuntime({str(self.path)!r}, precision={self.precision}, batch={batch}, device={self.device})"
