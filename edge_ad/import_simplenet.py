@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from edge_ad.data.images import list_images, read_image
@@ -19,7 +18,7 @@ from edge_ad.models.registry import save_model
 from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
 from edge_ad.models.wide_resnet import load_backbone_weights, read_state_dict, state_dict_sha256
 from edge_ad.runtimes.torch_runtime import TorchRuntime
-from edge_ad.training.trainer import image_score_threshold
+from edge_ad.training.trainer import good_image_statistics
 
 DISCRIMINATOR_KEYS = {
     "body.block1.0.weight": "fc1.weight",
@@ -97,25 +96,11 @@ def import_checkpoint(
     score_stats: dict = {"threshold_source": "none given (pass --good-images to set one)"}
     threshold = float("inf")
     if good_images is not None:
-        runtime = TorchRuntime(model)
         paths = list_images(good_images)
-        scores, maps = [], []
-        for s in range(0, len(paths), 8):
-            sc, mp = runtime.predict(preprocessing.batch([read_image(p) for p in paths[s : s + 8]]))
-            scores.append(sc)
-            maps.append(mp)
-        stats = image_score_threshold(np.concatenate(scores), threshold_sigmas)
-        good_maps = np.concatenate(maps)
-        threshold = stats["threshold"]
-        score_stats = {
-            "image": stats,
-            "pixel": {
-                "good_p50": float(np.quantile(good_maps, 0.5)),
-                "good_p99": float(np.quantile(good_maps, 0.99)),
-                "good_max": float(good_maps.max()),
-            },
-            "threshold_source": f"{len(paths)} good images in {good_images}",
-        }
+        batches = (preprocessing.batch([read_image(p) for p in paths[s : s + 8]]) for s in range(0, len(paths), 8))
+        score_stats = good_image_statistics(TorchRuntime(model).predict, batches, threshold_sigmas)
+        score_stats["threshold_source"] = f"{len(paths)} good images in {good_images}"
+        threshold = score_stats["image"]["threshold"]
     save_model(
         model,
         out_dir,

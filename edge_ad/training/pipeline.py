@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edge_ad.bundle import file_sha256
 from edge_ad.data.images import read_image
 from edge_ad.data.layout import resolve_category, train_images
 from edge_ad.data.preprocess import Preprocessing
@@ -31,7 +32,7 @@ from edge_ad.training.trainer import (
     CHECKPOINT_NAME,
     TrainConfig,
     Trainer,
-    image_score_threshold,
+    good_image_statistics,
     run_fingerprint,
     split_holdout,
 )
@@ -71,15 +72,7 @@ def setup_backbone(model: SimpleNet, spec: BackboneSpec) -> dict[str, Any]:
     if spec.weights in IMAGENET_WEIGHTS and not path.exists():
         path = download_imagenet_weights(spec.weights)
     load_backbone_weights(model.backbone, read_state_dict(path), source=str(path))
-    return {"weights": path.name, "file_sha256": _sha256_file(path)}
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return {"weights": path.name, "file_sha256": file_sha256(path)}
 
 
 def _data_fingerprint(paths: list[Path]) -> str:
@@ -176,20 +169,14 @@ def train_bundle(
     if not eval_idx:
         threshold_source = "training images (too few images to hold any out: threshold is optimistic)"
         eval_idx = train_idx
-    scores, maps = [], []
-    for s in range(0, len(eval_idx), 8):
-        sc, mp = runtime.predict(np.stack([images[i] for i in eval_idx[s : s + 8]]))
-        scores.append(sc)
-        maps.append(mp)
-    good_scores = np.concatenate(scores)
-    good_maps = np.concatenate(maps)
-    image_stats = image_score_threshold(good_scores, train_cfg.threshold_sigmas)
-    score_stats["image"] = image_stats
-    score_stats["pixel"] = {
-        "good_p50": float(np.quantile(good_maps, 0.5)),
-        "good_p99": float(np.quantile(good_maps, 0.99)),
-        "good_max": float(good_maps.max()),
-    }
+    score_stats.update(
+        good_image_statistics(
+            runtime.predict,
+            (np.stack([images[i] for i in eval_idx[s : s + 8]]) for s in range(0, len(eval_idx), 8)),
+            train_cfg.threshold_sigmas,
+        )
+    )
+    image_stats = score_stats["image"]
     score_stats["threshold_source"] = threshold_source
 
     training = {

@@ -10,9 +10,10 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -231,6 +232,22 @@ def run_fingerprint(**parts: object) -> str:
     """Hash of what determines a run (data files, configs, backbone); a checkpoint only resumes its own run."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def good_image_statistics(
+    predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], batches: Iterable[np.ndarray], sigmas: float
+) -> dict[str, Any]:
+    """Score good images (never test data) and derive the verdict threshold and map statistics from them."""
+    scores, maps = zip(*(predict(batch) for batch in batches), strict=True)
+    good_maps = np.concatenate(maps)
+    return {
+        "image": image_score_threshold(np.concatenate(scores), sigmas),
+        "pixel": {
+            "good_p50": float(np.quantile(good_maps, 0.5)),
+            "good_p99": float(np.quantile(good_maps, 0.99)),
+            "good_max": float(good_maps.max()),
+        },
+    }
 
 
 def image_score_threshold(scores: np.ndarray, sigmas: float) -> dict[str, float]:
