@@ -1,10 +1,10 @@
 """CPU inference speed of the fused SimpleNet graph vs the literal (unfused) formulation, batch 1 and 8.
 
-The literal arm is the paper's formulation as the authors run it: unfold of layer2/layer3, resize of the
-unfolded layer3, two adaptive poolings, 1536x1536 adapter, discriminator, scipy-style smoothing per map.
+The literal arm is :class:`ReferenceBaseline` (the authors' formulation: unfold, adaptive pooling, 1536x1536
+adapter, discriminator, scipy smoothing per map on the CPU).
 Both arms run in the same process; speeds are reported as images/s on this CPU and as a ratio.
 
-    python benchmarks/bench_cpu_inference.py --iters 5
+    python -m edge_ad.benchmarks.bench_cpu_inference --iters 5
 """
 
 from __future__ import annotations
@@ -16,32 +16,11 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
+from edge_ad.benchmarks.reference_baseline import ReferenceBaseline
 from edge_ad.io import atomic_write_json
 from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
-from edge_ad.postprocess.numpy_ops import postprocess
-
-
-def literal_scores(model: SimpleNet, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """The unfused path: materialised unfold (C*9 per position) and the per-position MLPs."""
-    with torch.no_grad():
-        l2, l3 = model.backbone(x)
-        n = x.shape[0]
-        grid = l2.shape[-2:]
-        per_layer = []
-        for t in (l2, l3):
-            c, h, w = t.shape[1:]
-            p = F.unfold(t, 3, padding=1)
-            if (h, w) != grid:
-                p = F.interpolate(p.reshape(n, c * 9, h, w), size=grid, mode="bilinear", align_corners=False)
-                p = p.reshape(n, c * 9, -1)
-            per_layer.append(F.adaptive_avg_pool1d(p.permute(0, 2, 1).reshape(-1, 1, c * 9), 1536).squeeze(1))
-        f = F.adaptive_avg_pool1d(torch.stack(per_layer, 1).reshape(-1, 1, 3072), 1536).squeeze(1)
-        s = -model.discriminate(f).reshape(n, *grid)
-    return postprocess(s.numpy(), (x.shape[-2], x.shape[-1]))
 
 
 def timeit(fn, iters: int) -> list[float]:
@@ -62,6 +41,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = SimpleNet(SimpleNetConfig(), image_size=args.image_size).eval()
     graph = model.inference_graph()
+    baseline = ReferenceBaseline(model)
     rows = []
     for batch in (1, 8):
         x = torch.randn(batch, 3, args.image_size, args.image_size)
@@ -71,7 +51,7 @@ def main() -> None:
                 graph(x)
 
         t_fused = timeit(fused, args.iters)
-        t_literal = timeit(lambda x=x: literal_scores(model, x), args.iters)
+        t_literal = timeit(lambda x=x: baseline.predict(x.numpy()), args.iters)
         rows.append(
             {
                 "batch": batch,

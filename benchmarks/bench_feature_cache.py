@@ -3,7 +3,7 @@
 Both arms run the same number of epochs of the same adapter+discriminator steps on the same images, in one
 process on one machine; the result is reported as a ratio. Writes benchmarks/results/feature_cache_<host>.json.
 
-    python benchmarks/bench_feature_cache.py --images 16 --epochs 3 --image-size 224
+    python -m edge_ad.benchmarks.bench_feature_cache --images 16 --epochs 3 --image-size 224
 """
 
 from __future__ import annotations

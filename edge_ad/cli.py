@@ -219,7 +219,7 @@ def predict(
     model: Path = typer.Argument(..., help="Bundle folder or exported .onnx model."),
     images: list[Path] = typer.Argument(..., help="Image files or folders."),
     out_dir: Path = typer.Option(Path("predictions"), "--out", "-o", help="Where overlays and records go."),
-    backend: str = typer.Option("auto"),
+    backend: str = typer.Option("auto", help="torch, onnxruntime, tensorrt, or auto (by file type)."),
     device: str = typer.Option("cpu"),
     precision: str = typer.Option("fp32"),
     overlays: bool = typer.Option(True, help="Write a heat-map overlay PNG per image."),
@@ -272,6 +272,129 @@ def import_simplenet(
     out.print(f"model bundle: {out_dir}")
     if good_images is None:
         err.print("[yellow]no --good-images: the bundle has no verdict threshold (every image is 'good')[/]")
+
+
+@app.command()
+@friendly
+def export(
+    model: Path = typer.Argument(..., help="Bundle folder (or, for --format engine, an exported .onnx)."),
+    precision: str = typer.Option("fp32", help="fp32 or fp16 (int8: see the calibration stage)."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx, or engine (TensorRT; build on the target GPU)."),
+    batch_size: int = typer.Option(1, help="Static batch size of the graph."),
+    dynamic_batch: bool = typer.Option(False, help="Dynamic batch axis (engine: profile 1..--max-batch)."),
+    max_batch: int = typer.Option(8, help="Largest batch of the engine's optimisation profile (dynamic batch)."),
+    workspace_mib: int = typer.Option(1024, help="TensorRT workspace memory pool limit."),
+    dry_run: bool = typer.Option(False, help="With --format engine: print the trtexec line instead of building."),
+) -> None:
+    """Export the fused inference graph to ONNX (fp32/fp16), or build a TensorRT engine from it."""
+    if fmt not in ("onnx", "engine"):
+        raise UserError(f"--format must be onnx or engine, not {fmt!r}")
+    onnx_path = model if model.suffix == ".onnx" else model / f"model.{precision}.onnx"
+    if model.suffix != ".onnx" and (fmt == "onnx" or not onnx_path.exists()):
+        from edge_ad.export.onnx_export import export_onnx
+
+        onnx_path = export_onnx(model, precision=precision, batch_size=batch_size, dynamic_batch=dynamic_batch)
+        out.print(f"onnx: {onnx_path}")
+    if fmt == "onnx":
+        return
+    from edge_ad.export import tensorrt_builder as tb
+
+    meta = tb.onnx_metadata(onnx_path)
+    dynamic = isinstance(tb.onnx_input_shape(onnx_path)[0], str)
+    options = tb.BuildOptions(
+        precision=precision,
+        workspace_mib=workspace_mib,
+        min_batch=1,
+        opt_batch=max_batch if dynamic else batch_size,
+        max_batch=max_batch if dynamic else batch_size,
+        timing_cache=onnx_path.with_suffix(".timing.cache"),
+    )
+    if dry_run:
+        out.print(
+            tb.trtexec_command(onnx_path, options, meta.get("precision", "fp32"), int(meta.get("image_size", 224))),
+            soft_wrap=True,
+        )
+        return
+    try:
+        engine = tb.build_engine(onnx_path, options=options)
+    except tb.TensorRTUnavailable as exc:
+        raise UserError(str(exc)) from None
+    out.print(f"engine: {engine} (sidecar {tb.sidecar_path(engine)})")
+
+
+@app.command()
+@friendly
+def bench(
+    target: Path = typer.Argument(..., help="Bundle folder (its exported models are used too) or an .onnx/.engine."),
+    backend: str = typer.Option("torch", help="torch, onnxruntime, tensorrt, or all."),
+    precision: str = typer.Option("fp32", help="fp32, fp16, int8, or a comma list."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    batch: str = typer.Option("1,8", help="Comma-separated batch sizes."),
+    data: Path = typer.Option(None, help="Category folder: real images for timing, and AUROC per row."),
+    warmup: int = typer.Option(2),
+    iters: int = typer.Option(10),
+    reference: bool = typer.Option(True, help="Also time the authors' inference path (the in-run baseline)."),
+    json_out: Path = typer.Option(None, "--json", help="Report path (default: bench-<device>.json beside TARGET)."),
+) -> None:
+    """FPS and latency per backend/precision/batch, against the paper's 77 FPS and the in-run baseline."""
+    from edge_ad.bench import BACKENDS, run_bench
+
+    backends = list(BACKENDS) if backend == "all" else [b.strip() for b in backend.split(",")]
+    report = run_bench(
+        target,
+        backends=backends,
+        precisions=[p.strip() for p in precision.split(",")],
+        device=device,
+        batches=[int(b) for b in batch.split(",")],
+        data=data,
+        warmup=warmup,
+        iters=iters,
+        reference=reference,
+    )
+    table = Table(title=f"edge-ad bench on {report['machine'].get('gpu') or report['machine'].get('cpu')}")
+    for col in (
+        "backend",
+        "prec",
+        "batch",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "img/s",
+        "vs 77 FPS",
+        "vs reference",
+        "e2e img/s",
+        "pre ms/img",
+        "post ms/img",
+        "img AUROC",
+        "pix AUROC",
+    ):
+        table.add_column(col, justify="right" if col not in ("backend", "prec") else "left")
+    for r in report["rows"]:
+        lat = r["latency"]
+        if r["error"]:
+            table.add_row(r["backend"], r["precision"], "-", "[red]" + r["error"][:60] + "[/]")
+            continue
+        fmt = lambda v, f="{:.2f}": "-" if v is None or v != v else f.format(v)  # noqa: E731
+        table.add_row(
+            r["backend"],
+            r["precision"],
+            str(r["batch"]),
+            fmt(lat["p50_ms"], "{:.1f}"),
+            fmt(lat["p90_ms"], "{:.1f}"),
+            fmt(lat["p99_ms"], "{:.1f}"),
+            fmt(lat["images_per_s"]),
+            fmt(r["vs_paper_77fps"], "{:.3f}x"),
+            fmt(r["vs_reference"], "{:.2f}x"),
+            fmt(r["end_to_end_images_per_s"]),
+            fmt(r["preprocess_ms_per_image"]),
+            fmt(r["postprocess_ms_per_image"]),
+            fmt(r["metrics"].get("image_auroc"), "{:.4f}"),
+            fmt(r["metrics"].get("pixel_auroc"), "{:.4f}"),
+        )
+    out.print(table)
+    target_json = json_out or (target if target.is_dir() else target.parent) / f"bench-{device}.json"
+    atomic_write_json(target_json, report)
+    out.print(f"report: {target_json}")
 
 
 @app.command()

@@ -6,11 +6,14 @@ What is exported is :meth:`SimpleNet.inference_graph` -- the very module evaluat
 the backbone's eval-mode BatchNorm into its convolutions. If it is unavailable or fails, the torch.export
 based exporter is tried before giving up.
 
-FP16: the network part (backbone, patch aggregation, fused adapter/discriminator) is run through ``.half()``
-in torch before export, with an explicit cast of ``images`` to float16 at the entrance and of the patch
-scores back to float32 at its exit; the post-processing head (bilinear resize of the patch map, the two
-Gaussian convolutions, ReduceMax) stays float32. This is the same precision split as the torch runtime's
-fp16 mode, and the graph's input and its three outputs are float32 either way.
+FP16: the fp32 ONNX graph is converted (:func:`convert_network_to_fp16`, no extra dependency): the network
+part (backbone, patch aggregation, fused adapter/discriminator -- every node the ``patch_scores`` output
+does not depend on) gets float16 weights and compute, with an explicit Cast of ``images`` to float16 at its
+entrance and of the patch scores back to float32 at its exit; the post-processing head (bilinear resize of
+the patch map, the two Gaussian convolutions, ReduceMax) stays float32. That is the torch runtime's fp16
+precision split; the graph's input and its three outputs are float32 either way. Converting the ONNX graph
+rather than tracing a ``.half()`` torch module keeps the export fast on CPU, where torch's float16
+convolutions are very slow, and folds BatchNorm in float32 before rounding.
 
 Every export is checked before it is written: ``onnx.checker`` (full check, with shape inference), the
 TensorRT op check (:mod:`edge_ad.export.op_check`), and -- unless ``verify=False`` -- a parity run of
@@ -34,17 +37,19 @@ from torch import Tensor, nn
 
 from edge_ad import BUNDLE_FORMAT_VERSION, __version__
 from edge_ad.bundle import WEIGHTS_NAME, BundleInfo, file_sha256
-from edge_ad.export.op_check import assert_tensorrt_compatible
 from edge_ad.io import atomic_path
 from edge_ad.models.registry import load_model
-from edge_ad.models.simplenet import SimpleNetGraph
+
+from .op_check import assert_tensorrt_compatible
 
 __all__ = [
     "INPUT_NAME",
     "METADATA_KEYS",
     "OUTPUT_NAMES",
     "PRECISIONS",
+    "FLOP_STAGES",
     "ExportError",
+    "convert_network_to_fp16",
     "export_onnx",
     "graph_flops",
     "onnx_metadata",
@@ -77,20 +82,6 @@ class ExportError(RuntimeError):
     """The exported graph failed a check (checker, TensorRT ops, parity, fp16 range)."""
 
 
-class _HalfGraph(nn.Module):
-    """Network in float16 between two explicit casts; the post-processing head stays float32."""
-
-    def __init__(self, graph: SimpleNetGraph):
-        super().__init__()
-        self.graph = graph.half()
-        self.graph.head.float()
-
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        patch = self.graph.patch_scores(images.to(torch.float16)).to(torch.float32)
-        image_score, anomaly_map = self.graph.head(patch)
-        return image_score, anomaly_map, patch
-
-
 def onnx_metadata(info: BundleInfo, precision: str) -> dict[str, str]:
     """The ``metadata_props`` for a model exported from bundle ``info`` (see :data:`METADATA_KEYS`)."""
     sha = info.raw.get("files", {}).get(WEIGHTS_NAME) or file_sha256(info.weights_path)
@@ -108,15 +99,93 @@ def onnx_metadata(info: BundleInfo, precision: str) -> dict[str, str]:
     }
 
 
-def _check_fp16_range(module: nn.Module) -> None:
-    """Refuse an fp16 export whose (folded) weights do not fit float16."""
-    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
-        if tensor.is_floating_point() and tensor.numel():
-            peak = float(tensor.detach().abs().max())
-            if not math.isfinite(peak) or peak > FP16_MAX:
-                raise ExportError(
-                    f"{name} holds values up to {peak:g}, beyond float16's range ({FP16_MAX:g}); export fp32 instead"
-                )
+# Inputs that must stay float32 whatever the data type (ONNX spec: Resize's roi and scales, Upsample's scales).
+_KEEP_FLOAT32_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
+
+
+def _descendants(graph: onnx.GraphProto, tensor: str) -> set[int]:
+    """Indices of the nodes that depend (transitively) on ``tensor``; the graph is topologically sorted."""
+    reached, found = {tensor}, set()
+    for index, node in enumerate(graph.node):
+        if any(name in reached for name in node.input):
+            found.add(index)
+            reached.update(node.output)
+    return found
+
+
+def convert_network_to_fp16(proto: onnx.ModelProto, boundary: str = "patch_scores") -> onnx.ModelProto:
+    """FP16 copy of an exported fp32 graph: the network in float16, post-processing and I/O in float32.
+
+    The network is every node ``boundary`` does not depend on (backbone, aggregation, fused discriminator);
+    the head is every node that depends on it (resize, Gaussian convolutions, ReduceMax). Network float32
+    weights and constants become float16 (Resize/Upsample scales and roi stay float32, as ONNX requires), a
+    Cast to float16 follows the graph input and a Cast back to float32 produces ``boundary``. Raises
+    :class:`ExportError` for weights outside float16's range.
+    """
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    graph = model.graph
+    head = _descendants(graph, boundary)
+    network = [i for i in range(len(graph.node)) if i not in head]
+    producer = next((i for i in network if boundary in graph.node[i].output), None)
+    if producer is None:
+        raise ExportError(f"no node produces {boundary!r}; cannot split the graph for fp16")
+    float32, float16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+
+    # Which float32 tensors the network consumes as data (not as Resize scales/roi).
+    network_data, keep_float = set(), set()
+    for i in network:
+        node = graph.node[i]
+        exempt = _KEEP_FLOAT32_INPUTS.get(node.op_type, ())
+        for slot, name in enumerate(node.input):
+            (keep_float if slot in exempt else network_data).add(name)
+    head_inputs = {name for i in head for name in graph.node[i].input}
+
+    def to_half(tensor: onnx.TensorProto) -> None:
+        values = onnx.numpy_helper.to_array(tensor).astype(np.float32)
+        peak = float(np.abs(values).max()) if values.size else 0.0
+        if not math.isfinite(peak) or peak > FP16_MAX:
+            raise ExportError(
+                f"{tensor.name or 'a constant'} holds values up to {peak:g}, beyond float16's range; export fp32"
+            )
+        tensor.CopyFrom(onnx.numpy_helper.from_array(values.astype(np.float16), tensor.name))
+
+    for init in graph.initializer:
+        if init.data_type != float32 or init.name not in network_data:
+            continue
+        if init.name in keep_float or init.name in head_inputs:
+            raise ExportError(f"initializer {init.name} is shared by fp16 and fp32 consumers; cannot convert")
+        to_half(init)
+    for i in network:
+        node = graph.node[i]
+        if node.op_type == "Constant" and node.output[0] in network_data and node.output[0] not in keep_float:
+            for attr in node.attribute:
+                if attr.name == "value" and attr.t.data_type == float32:
+                    to_half(attr.t)
+        elif node.op_type == "Cast":
+            for attr in node.attribute:
+                if attr.name == "to" and attr.i == float32 and node.output[0] not in keep_float:
+                    attr.i = float16
+
+    # Entrance and exit casts; the graph's own inputs and outputs stay float32.
+    initializers = {init.name for init in graph.initializer}
+    graph_inputs = {value.name for value in graph.input} - initializers
+    entrance = {name: f"{name}_fp16" for name in graph_inputs}
+    for i in network:
+        node = graph.node[i]
+        for slot, name in enumerate(node.input):
+            if name in entrance and slot not in _KEEP_FLOAT32_INPUTS.get(node.op_type, ()):
+                node.input[slot] = entrance[name]
+    exit_node = graph.node[producer]
+    half_name = f"{boundary}_fp16"
+    exit_node.output[list(exit_node.output).index(boundary)] = half_name
+    graph.node.insert(producer + 1, onnx.helper.make_node("Cast", [half_name], [boundary], to=float32))
+    used = {name for node in graph.node for name in node.input}
+    for offset, (name, half) in enumerate(sorted(entrance.items())):
+        if half in used:
+            graph.node.insert(offset, onnx.helper.make_node("Cast", [name], [half], to=float16))
+    del graph.value_info[:]  # stale element types; shape inference recomputes them
+    return model
 
 
 def _trace_export(module: nn.Module, example: Tensor, opset: int, dynamic_batch: bool) -> onnx.ModelProto:
@@ -148,7 +217,14 @@ def _trace_export(module: nn.Module, example: Tensor, opset: int, dynamic_batch:
         try:
             dynamic_shapes = {INPUT_NAME: {0: torch.export.Dim("batch")}} if dynamic_batch else None
             program = torch.onnx.export(
-                module, (example,), None, dynamo=True, dynamic_shapes=dynamic_shapes, optimize=True, **names
+                module,
+                (example,),
+                None,
+                dynamo=True,
+                dynamic_shapes=dynamic_shapes,
+                optimize=True,
+                verbose=False,
+                **names,
             )
             return program.model_proto
         except Exception as exc:
@@ -208,14 +284,13 @@ def export_onnx(
     dynamic_batch: bool = False,
     opset: int = 17,
     verify: bool = True,
-    device: str = "cpu",
 ) -> Path:
     """Export a bundle's fused inference graph to ONNX; returns the written path.
 
     ``out_path`` defaults to ``BUNDLE/model.<precision>.onnx``; it is written atomically. The input shape is
     static ``[batch_size, 3, S, S]`` unless ``dynamic_batch`` (then the batch axis is named ``batch`` and
-    ``batch_size`` is only the tracing batch). ``device`` is where the graph is traced ("cuda" makes fp16
-    tracing much faster than torch's CPU half kernels; the file does not depend on it).
+    ``batch_size`` is only the tracing batch). ``verify`` runs the result in onnxruntime (CPU) against the
+    fp32 torch graph on a fixed random batch (see :data:`VERIFY_TOLERANCE`) before anything is written.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r} (INT8 lives in calibration/)")
@@ -223,8 +298,6 @@ def export_onnx(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise ValueError(f"opset must be in [{MIN_OPSET}, {MAX_OPSET}] (TensorRT 10's ONNX parser), got {opset}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("export on cuda was asked for, but torch sees no CUDA device")
 
     model, info = load_model(bundle_dir)
     out = Path(out_path) if out_path is not None else info.path / f"model.{precision}.onnx"
@@ -238,12 +311,9 @@ def export_onnx(
         with torch.no_grad():
             reference = tuple(t.numpy() for t in graph(example))
 
-    module: nn.Module = graph
+    proto = _trace_export(graph, example, int(opset), dynamic_batch)
     if precision == "fp16":
-        _check_fp16_range(graph)
-        module = _HalfGraph(graph)
-    module = module.to(device).eval()
-    proto = _trace_export(module, example.to(device), int(opset), dynamic_batch)
+        proto = convert_network_to_fp16(proto)
 
     onnx.helper.set_model_props(proto, onnx_metadata(info, precision))
     try:
@@ -260,31 +330,62 @@ def export_onnx(
     return out
 
 
-def graph_flops(model_or_path: onnx.ModelProto | str | os.PathLike[str]) -> int:
-    """Floating-point operations per image (2 x multiply-accumulates of Conv, Gemm, MatMul).
+FLOP_STAGES = ("backbone", "aggregation", "discriminator", "postprocess")
 
-    Element-wise ops, pooling and resizes are not counted (they are a rounding error here). A symbolic batch
-    axis counts as one image.
+
+def _flops_model(model_or_path: onnx.ModelProto | str | os.PathLike[str]) -> onnx.ModelProto:
+    if isinstance(model_or_path, onnx.ModelProto):
+        return model_or_path
+    path = Path(model_or_path)
+    if path.is_dir():  # a bundle: count its exported graph
+        candidates = [path / "model.fp32.onnx", *sorted(path.glob("model.*.onnx"))]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise FileNotFoundError(f"{path} holds no exported model.<precision>.onnx to count FLOPs on")
+        path = found
+    return onnx.load(str(path))
+
+
+def graph_flops(model_or_path: onnx.ModelProto | str | os.PathLike[str]) -> dict[str, float]:
+    """FLOPs per image (2 x multiply-accumulates of Conv, Gemm and MatMul) by stage, plus ``"total"``.
+
+    Accepts an ONNX model, its path, or a bundle folder (its exported ``model.fp32.onnx``, else another
+    ``model.*.onnx``). Stages (:data:`FLOP_STAGES`) are found from the graph's structure, not node names:
+    ``aggregation`` = the grouped convolutions of the patch aggregator, ``discriminator`` = what depends on
+    them, ``postprocess`` = what depends on ``patch_scores``, ``backbone`` = the rest. Element-wise ops,
+    pooling and resizes are not counted. A symbolic batch axis counts as one image.
     """
-    model = model_or_path if isinstance(model_or_path, onnx.ModelProto) else onnx.load(os.fspath(model_or_path))
-    model = onnx.shape_inference.infer_shapes(model)
+    model = onnx.shape_inference.infer_shapes(_flops_model(model_or_path), data_prop=True)
     graph = model.graph
+    initializers = {t.name for t in graph.initializer}
     shapes: dict[str, list[int]] = {t.name: list(t.dims) for t in graph.initializer}
     for value in [*graph.input, *graph.value_info, *graph.output]:
         dims = value.type.tensor_type.shape.dim
         shapes.setdefault(value.name, [d.dim_value if d.HasField("dim_value") else 1 for d in dims])
-    first = next((i for i in graph.input if i.name not in {t.name for t in graph.initializer}), None)
-    batch = shapes[first.name][0] if first is not None and shapes.get(first.name) else 1
-    macs = 0
-    for node in graph.node:
+    first = next((i.name for i in graph.input if i.name not in initializers), None)
+    batch = max(shapes[first][0], 1) if first is not None and shapes.get(first) else 1
+    head = _descendants(graph, OUTPUT_NAMES[2])
+    after_aggregation: set[str] = set()
+    flops = dict.fromkeys(FLOP_STAGES, 0.0)
+    for index, node in enumerate(graph.node):
+        grouped = node.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in node.attribute)
+        if index in head:
+            stage = "postprocess"
+        elif grouped or any(name in after_aggregation for name in node.input):
+            stage = "aggregation" if grouped else "discriminator"
+            after_aggregation.update(node.output)
+        else:
+            stage = "backbone"
         out = shapes.get(node.output[0]) if node.output else None
         if not out:
             continue
-        if node.op_type == "Conv" and node.input[1] in shapes:
-            macs += math.prod(out) * math.prod(shapes[node.input[1]][1:])
+        macs = 0
+        if node.op_type == "Conv" and shapes.get(node.input[1]):
+            macs = math.prod(out) * math.prod(shapes[node.input[1]][1:])
         elif node.op_type in ("Gemm", "MatMul") and shapes.get(node.input[0]):
             a = shapes[node.input[0]]
             trans_a = any(at.name == "transA" and at.i for at in node.attribute)
-            inner = a[-2] if (node.op_type == "Gemm" and trans_a) else a[-1]
-            macs += math.prod(out) * inner
-    return int(2 * macs // max(batch, 1))
+            macs = math.prod(out) * (a[-2] if node.op_type == "Gemm" and trans_a else a[-1])
+        flops[stage] += 2.0 * macs / batch
+    flops["total"] = sum(flops[stage] for stage in FLOP_STAGES)
+    return flops

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import onnx
 import pytest
-from edge_ad.export import tensorrt_builder as tb
 from onnx import TensorProto, helper
 
+from edge_ad.export import tensorrt_builder as tb
 from edge_ad.runtimes.tensorrt_runtime import EngineMismatch, check_engine_matches
 
 

@@ -1,0 +1,56 @@
+"""`edge-ad export` end to end on CPU: ONNX written and usable by predict/eval; engine path without TensorRT."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edge_ad.cli import app
+from edge_ad.detector import Detector
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_bundle: Path) -> Path:
+    result = runner.invoke(app, ["export", str(tiny_bundle), "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    return tiny_bundle / "model.fp32.onnx"
+
+
+def test_onnx_scores_equal_torch_through_the_detector(exported: Path, tiny_bundle: Path, tiny_demo: Path) -> None:
+    paths = sorted((tiny_demo / "test").glob("*/*.png"))
+    torch_preds = Detector.load(tiny_bundle).predict(paths)
+    onnx_preds = Detector.load(exported).predict(paths)
+    a = np.array([p.image_score for p in torch_preds])
+    b = np.array([p.image_score for p in onnx_preds])
+    assert np.abs(a - b).max() <= 1e-4 * max(1.0, np.abs(a).max())
+    maps_a = np.stack([p.anomaly_map for p in torch_preds])
+    maps_b = np.stack([p.anomaly_map for p in onnx_preds])
+    assert np.abs(maps_a - maps_b).max() <= 1e-4 * max(1.0, np.abs(maps_a).max())
+    assert Detector.load(exported).threshold == pytest.approx(Detector.load(tiny_bundle).threshold)
+
+
+def test_eval_with_onnxruntime(exported: Path, tiny_demo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "e.json"
+    result = runner.invoke(app, ["eval", str(exported), str(tiny_demo), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["backend"] == "onnxruntime"
+
+
+def test_engine_dry_run_prints_trtexec(exported: Path) -> None:
+    result = runner.invoke(app, ["export", str(exported), "--format", "engine", "--precision", "fp16", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "trtexec" in result.output and "--fp16" in result.output and "model.fp32.onnx" in result.output
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
+def test_engine_without_tensorrt_says_how_to_install(exported: Path) -> None:
+    result = runner.invoke(app, ["export", str(exported), "--format", "engine"])
+    assert result.exit_code == 2
+    assert "TensorRT is not installed" in result.output
