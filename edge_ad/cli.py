@@ -189,7 +189,7 @@ def run_eval(
         "model": str(model),
         "data": str(category_dir),
         "backend": det.runtime.name,
-        "precision": precision,
+        "precision": getattr(det.runtime, "precision", precision),
         "metrics": metrics,
     }
 
@@ -207,7 +207,7 @@ def eval_cmd(
 ) -> None:
     """Image AUROC, pixel AUROC, AUPRO and F1-max, overall and per defect type."""
     report = run_eval(model, data, category, backend, device, precision)
-    out.print(metrics_table(f"{report['data']} ({report['backend']} {precision})", report["metrics"]))
+    out.print(metrics_table(f"{report['data']} ({report['backend']} {report['precision']})", report["metrics"]))
     target = json_out or (model / "eval.json" if model.is_dir() else model.with_suffix(".eval.json"))
     atomic_write_json(target, report)
     out.print(f"report: {target}")
