@@ -401,41 +401,21 @@ def bench(
 @friendly
 def demo(
     root: Path = typer.Argument(Path("edge-ad-demo"), help="Working folder for data, model and results."),
-    category: str = typer.Option(None, help="Demo category (default: the first)."),
+    category: str = typer.Option(None, help="Demo category (default: brushed_metal)."),
     epochs: int = typer.Option(30, help="Short schedule so the demo runs in minutes on a CPU."),
     seed: int = typer.Option(0),
 ) -> None:
     """The main job end to end: demo data -> train (random backbone) -> eval -> predict."""
-    from edge_ad.data.demo import DEFAULT_DEMO_CATEGORY, make_demo_dataset
-    from edge_ad.data.preprocess import Preprocessing
-    from edge_ad.models.simplenet import SimpleNetConfig
-    from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
-    from edge_ad.training.trainer import TrainConfig
+    from edge_ad.quickstart import run_demo
 
-    category = category or DEFAULT_DEMO_CATEGORY
-    data = root / "data"
-    make_demo_dataset(data, [category], seed=seed)
     err.print("[yellow]demo:[/] random-initialised backbone (no ImageNet weights can be downloaded here)")
-    bundle = root / "models" / category
-    train_bundle(
-        data,
-        bundle,
-        category=category,
-        backbone=BackboneSpec(random=True),
-        preprocessing=Preprocessing(),
-        model_cfg=random_backbone_recipe(SimpleNetConfig()),
-        train_cfg=TrainConfig(epochs=epochs, seed=seed),
-        device=_default_device(),
-        resume=(bundle / ".training").exists(),
-    )
-    report = run_eval(bundle, data, category, "torch", "cpu", "fp32")
-    atomic_write_json(bundle / "eval.json", report)
-    out.print(metrics_table(f"demo: {category}", report["metrics"]))
+    report = run_demo(root, category, epochs=epochs, seed=seed, device=_default_device())
+    out.print(metrics_table(f"demo: {report['data']}", report["metrics"]))
     overall = report["metrics"]["overall"]
     out.print(f"image AUROC {overall['image_auroc']:.4f}  pixel AUROC {overall['pixel_auroc']:.4f}")
-    test_dir = data / category / "test"
-    sample = [next(iter(sorted(d.iterdir()))) for d in sorted(test_dir.iterdir()) if d.is_dir()]
-    predict.__wrapped__(bundle, sample, root / "predictions", "torch", "cpu", "fp32", True)  # type: ignore[attr-defined]
+    test_dir = Path(report["data"]) / "test"
+    sample = [sorted(d.glob("*.png"))[0] for d in sorted(test_dir.iterdir()) if d.is_dir()]
+    predict.__wrapped__(Path(report["model"]), sample, root / "predictions", "torch", "cpu", "fp32", True)  # type: ignore[attr-defined]
 
 
 def main() -> None:
