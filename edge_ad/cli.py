@@ -278,19 +278,31 @@ def import_simplenet(
 @friendly
 def export(
     model: Path = typer.Argument(..., help="Bundle folder (or, for --format engine, an exported .onnx)."),
-    precision: str = typer.Option("fp32", help="fp32 or fp16 (int8: see the calibration stage)."),
+    precision: str = typer.Option("fp32", help="fp32, fp16, or int8 (calibrated Q/DQ from good images)."),
     fmt: str = typer.Option("onnx", "--format", help="onnx, or engine (TensorRT; build on the target GPU)."),
     batch_size: int = typer.Option(1, help="Static batch size of the graph."),
     dynamic_batch: bool = typer.Option(False, help="Dynamic batch axis (engine: profile 1..--max-batch)."),
     max_batch: int = typer.Option(8, help="Largest batch of the engine's optimisation profile (dynamic batch)."),
     workspace_mib: int = typer.Option(1024, help="TensorRT workspace memory pool limit."),
     dry_run: bool = typer.Option(False, help="With --format engine: print the trtexec line instead of building."),
+    calib_data: Path = typer.Option(None, help="INT8: good images to calibrate on (default: the bundle's own)."),
+    eval_data: Path = typer.Option(None, help="INT8: category folder to measure the INT8 cost on (default: own)."),
+    calib_method: str = typer.Option(None, help="INT8: entropy, percentile or minmax (default: by measurement)."),
+    calib_count: int = typer.Option(128, help="INT8: number of calibration images."),
+    int8_target: str = typer.Option("tensorrt", help="INT8 Q/DQ placement: tensorrt, or cpu (onnxruntime only)."),
 ) -> None:
-    """Export the fused inference graph to ONNX (fp32/fp16), or build a TensorRT engine from it."""
+    """Export the fused inference graph to ONNX (fp32/fp16/int8), or build a TensorRT engine from it."""
     if fmt not in ("onnx", "engine"):
         raise UserError(f"--format must be onnx or engine, not {fmt!r}")
     onnx_path = model if model.suffix == ".onnx" else model / f"model.{precision}.onnx"
-    if model.suffix != ".onnx" and (fmt == "onnx" or not onnx_path.exists()):
+    if precision == "int8" and model.suffix != ".onnx" and (fmt == "onnx" or not onnx_path.exists()):
+        from edge_ad.calibration import calibrate
+
+        report = calibrate(model, calib_data, eval_data, calib_method, calib_count, target=int8_target)
+        onnx_path = Path(report["models"]["int8"])
+        out.print(f"onnx: {onnx_path}  (report: {onnx_path.parent / 'calibration_report.md'})")
+        out.print(json.dumps({k: report[k] for k in ("method", "recipe", "summary")}))
+    elif model.suffix != ".onnx" and (fmt == "onnx" or not onnx_path.exists()):
         from edge_ad.export.onnx_export import export_onnx
 
         onnx_path = export_onnx(model, precision=precision, batch_size=batch_size, dynamic_batch=dynamic_batch)

@@ -99,6 +99,10 @@ def build_engine(
     onnx_path = Path(onnx_path)
     meta = onnx_metadata(onnx_path)
     onnx_precision = meta.get("precision", "fp32")
+    if json.loads(meta.get("int8_recipe", "{}")).get("target") == "cpu":
+        raise ValueError(
+            f"{onnx_path} is the CPU-placement INT8 model (onnxruntime only); export with --int8-target tensorrt"
+        )
     mode = typing_mode(trt, onnx_precision, options.precision)
     engine_path = Path(engine_path) if engine_path else onnx_path.with_suffix(".engine")
 
