@@ -21,7 +21,8 @@ from edge_ad import __version__
 from edge_ad.io import atomic_write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Anomaly detection trained on good parts only.")
-out = Console()
+# Wide enough for the bench table when output goes to a file or a CI log (rich assumes 80 columns there).
+out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 

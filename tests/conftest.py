@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -54,3 +55,17 @@ def tiny_bundle(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         model_cfg=random_backbone_recipe(SimpleNetConfig()),
         train_cfg=TrainConfig(epochs=2, batch_size=4, seed=1),
     )
+
+
+@pytest.fixture(scope="module")
+def private_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A module's own copy (hard links where possible) of the tiny bundle: exports land here, not in the shared one."""
+    out = tmp_path_factory.mktemp("bundle_copy") / "washer"
+    out.mkdir()
+    for item in tiny_bundle.iterdir():
+        if item.is_file():
+            try:
+                os.link(item, out / item.name)
+            except OSError:
+                shutil.copy2(item, out / item.name)
+    return out

@@ -15,7 +15,6 @@ checked separately on a small well-conditioned graph, where INT8 must track FP32
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -56,17 +55,8 @@ BOUND = 0.01  # accepted INT8 loss of image AUROC and of pixel AUROC (1.0 point)
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private copy (hard links where possible) of the tiny bundle: exports land here, not in the shared one."""
-    out = tmp_path_factory.mktemp("int8") / "washer"
-    out.mkdir()
-    for item in tiny_bundle.iterdir():
-        if item.is_file():
-            try:
-                os.link(item, out / item.name)
-            except OSError:
-                shutil.copy2(item, out / item.name)
-    return out
+def bundle(private_bundle: Path) -> Path:
+    return private_bundle
 
 
 @pytest.fixture(scope="module")

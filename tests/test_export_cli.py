@@ -17,15 +17,15 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_bundle: Path) -> Path:
-    result = runner.invoke(app, ["export", str(tiny_bundle), "--precision", "fp32"])
+def exported(private_bundle: Path) -> Path:
+    result = runner.invoke(app, ["export", str(private_bundle), "--precision", "fp32"])
     assert result.exit_code == 0, result.output
-    return tiny_bundle / "model.fp32.onnx"
+    return private_bundle / "model.fp32.onnx"
 
 
-def test_onnx_scores_equal_torch_through_the_detector(exported: Path, tiny_bundle: Path, tiny_demo: Path) -> None:
+def test_onnx_scores_equal_torch_through_the_detector(exported: Path, private_bundle: Path, tiny_demo: Path) -> None:
     paths = sorted((tiny_demo / "test").glob("*/*.png"))
-    torch_preds = Detector.load(tiny_bundle).predict(paths)
+    torch_preds = Detector.load(private_bundle).predict(paths)
     onnx_preds = Detector.load(exported).predict(paths)
     a = np.array([p.image_score for p in torch_preds])
     b = np.array([p.image_score for p in onnx_preds])
@@ -33,7 +33,7 @@ def test_onnx_scores_equal_torch_through_the_detector(exported: Path, tiny_bundl
     maps_a = np.stack([p.anomaly_map for p in torch_preds])
     maps_b = np.stack([p.anomaly_map for p in onnx_preds])
     assert np.abs(maps_a - maps_b).max() <= 1e-4 * max(1.0, np.abs(maps_a).max())
-    assert Detector.load(exported).threshold == pytest.approx(Detector.load(tiny_bundle).threshold)
+    assert Detector.load(exported).threshold == pytest.approx(Detector.load(private_bundle).threshold)
 
 
 def test_eval_with_onnxruntime(exported: Path, tiny_demo: Path, tmp_path: Path) -> None:

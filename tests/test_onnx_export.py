@@ -11,7 +11,6 @@ Tolerances (stated once, used below):
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -33,17 +32,8 @@ FP16_REL_TOL = 1e-2
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private copy (hard links where possible) of the tiny bundle, so exports do not touch the shared one."""
-    out = tmp_path_factory.mktemp("onnx") / "washer"
-    out.mkdir()
-    for item in tiny_bundle.iterdir():
-        if item.is_file():
-            try:
-                os.link(item, out / item.name)
-            except OSError:
-                shutil.copy2(item, out / item.name)
-    return out
+def bundle(private_bundle: Path) -> Path:
+    return private_bundle
 
 
 @pytest.fixture(scope="module")
