@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .calibration_data import DEFAULT_COUNT, MIN_IMAGES, CalibrationReader
 from .quantize import (
+    DEFAULT_METHOD,
     DEFAULT_RECIPE,
     INT8_NAME,
     METHODS,
@@ -26,6 +27,7 @@ from .report import calibrate, write_report
 
 __all__ = [
     "DEFAULT_COUNT",
+    "DEFAULT_METHOD",
     "DEFAULT_RECIPE",
     "INT8_NAME",
     "METHODS",

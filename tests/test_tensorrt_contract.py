@@ -214,3 +214,9 @@ def test_tensorrt_runtime_module_imports_without_torch_or_tensorrt() -> None:
         "assert 'torch' not in sys.modules and 'tensorrt' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_qdq_int8_onnx_builds_strongly_typed_without_flags(use_fake, tmp_path: Path) -> None:
+    calls = use_fake(version="10.3.0")
+    tb.build_engine(tiny_onnx(tmp_path / "model.int8.onnx", "int8"), options=tb.BuildOptions("int8"))
+    assert calls["network_flags"] == 1 << 1 and calls["flags"] == []

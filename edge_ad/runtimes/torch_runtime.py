@@ -10,11 +10,15 @@ from edge_ad.runtimes.base import check_batch
 
 
 class TorchRuntime:
-    """Wraps :meth:`SimpleNet.inference_graph`; fp16 runs the network in half precision, maps in fp32."""
+    """Wraps :meth:`SimpleNet.inference_graph`; fp16 runs the network in half precision, maps in fp32.
+
+    ``postprocess="cuda"`` (CUDA devices only) replaces the graph's torch post-processing head by the fused
+    CUDA kernel (``export/kernels/anomaly_map.cu``) working on the same device tensors.
+    """
 
     name = "torch"
 
-    def __init__(self, model: SimpleNet, device: str = "cpu", precision: str = "fp32"):
+    def __init__(self, model: SimpleNet, device: str = "cpu", precision: str = "fp32", postprocess: str = "graph"):
         if precision not in ("fp32", "fp16"):
             raise ValueError(f"torch runtime supports fp32 and fp16, not {precision!r}")
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -22,7 +26,17 @@ class TorchRuntime:
         self.device = torch.device(device)
         self.precision = precision
         self.image_size = model.image_size
+        if postprocess not in ("graph", "cuda"):
+            raise ValueError(f"postprocess must be graph or cuda, not {postprocess!r}")
+        if postprocess == "cuda" and self.device.type != "cuda":
+            raise ValueError("postprocess='cuda' needs a CUDA device")
         self.graph = model.eval().inference_graph().to(self.device)
+        self._kernel = None
+        if postprocess == "cuda":
+            from edge_ad.runtimes.cuda_postprocess import CudaAnomalyMap
+
+            grid = (model.grid_size, model.grid_size)
+            self._kernel = CudaAnomalyMap(grid, (model.image_size, model.image_size), backend="torch")
         if precision == "fp16":
             self.graph.half()
             self.graph.head.float()  # smoothing and max stay in fp32
@@ -36,5 +50,9 @@ class TorchRuntime:
 
     @torch.no_grad()
     def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        image_score, anomaly_map = self.graph.head(self.patch_scores(batch))
+        patch = self.patch_scores(batch)
+        if self._kernel is not None:
+            image_score, anomaly_map = self._kernel(patch[:, 0].contiguous())
+        else:
+            image_score, anomaly_map = self.graph.head(patch)
         return image_score.cpu().numpy(), anomaly_map.cpu().numpy()
