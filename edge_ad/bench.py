@@ -4,8 +4,8 @@ Each configuration is warmed up, then timed per batch: latency p50/p90/p99, imag
 the paper's 77 FPS (RTX 3080 Ti) and to the reference baseline (the authors' inference path, measured in the
 same run on the same device), peak host and device memory. Stages are timed separately: preprocessing,
 network (the runtime's ``predict``, which includes the in-graph post-processing), post-processing alone (the
-numpy head on the patch map, for scale), and end to end from image files. CPU timing uses a monotonic clock;
-CUDA timing synchronises the device around each call.
+numpy head on the patch map, for scale), and end to end from image files (decode + preprocess + predict).
+CPU timing uses a monotonic clock; CUDA timing uses CUDA events and synchronises before reading them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import platform
 import resource
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -76,11 +77,26 @@ class BenchRow:
 
 
 def time_calls(fn: Callable[[], Any], warmup: int, iters: int, sync: Callable[[], None] | None = None) -> list[float]:
-    """Wall time of ``iters`` calls after ``warmup`` untimed ones; ``sync`` waits for a GPU before each stop."""
+    """Seconds per call for ``iters`` calls after ``warmup`` untimed ones.
+
+    CPU: a monotonic clock. GPU (``sync`` given): CUDA events recorded around each call on the current
+    stream, read after synchronising, so queued work is counted where it runs.
+    """
     for _ in range(warmup):
         fn()
     if sync:
         sync()
+        import torch
+
+        times = []
+        for _ in range(iters):
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            stop.record()
+            sync()
+            times.append(start.elapsed_time(stop) / 1e3)
+        return times
     times = []
     for _ in range(iters):
         t0 = time.perf_counter()
@@ -129,14 +145,21 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def _sample_images(data: Path | None, image_size: int, count: int) -> list[np.ndarray]:
-    """Decoded RGB images to time preprocessing and end-to-end on: real files when given, else synthetic."""
+def _sample_files(data: Path | None, image_size: int, count: int, scratch: Path) -> list[Path]:
+    """Image files to time on: the data's good images when given, else synthetic PNGs written to ``scratch``."""
     if data is not None:
         folder = resolve_category(data, None) if (data / "train").exists() or (data / "test").exists() else data
         paths = train_images(folder) if folder != data or not list_images(data) else list_images(data)
-        return [read_image(p) for p in paths[:count]]
+        return (paths * (count // max(len(paths), 1) + 1))[:count]
+    import cv2
+
     rng = np.random.default_rng(0)
-    return [rng.integers(0, 256, (image_size + 32, image_size + 32, 3), dtype=np.uint8) for _ in range(count)]
+    files = []
+    for i in range(count):
+        path = scratch / f"{i:03d}.png"
+        cv2.imwrite(str(path), rng.integers(0, 256, (image_size + 32, image_size + 32, 3), dtype=np.uint8))
+        files.append(path)
+    return files
 
 
 def make_runtime(target: Path, backend: str, precision: str, device: str) -> Any:
@@ -164,7 +187,9 @@ def run_bench(
     info = read_bundle(target) if target.is_dir() else None
     preprocessing = info.preprocessing if info else Preprocessing()
     size = preprocessing.image_size
-    images = _sample_images(Path(data) if data else None, size, max(batches))
+    scratch = tempfile.TemporaryDirectory(prefix="edge-ad-bench-")
+    files = _sample_files(Path(data) if data else None, size, max(batches), Path(scratch.name))
+    images = [read_image(p) for p in files]
     sync = _cuda_sync(device)
     rows: list[BenchRow] = []
     reference_fps: dict[int, float] = {}
@@ -194,8 +219,8 @@ def run_bench(
                 pre = time_calls(lambda imgs=batch_imgs: preprocessing.batch(imgs), 1, max(2, iters // 2))
                 _, patch = _patch_map_for(runtime, x)
                 post = time_calls(lambda p=patch: postprocess(p, (size, size)), 1, max(2, iters // 2))
-                e2e = time_calls(
-                    lambda imgs=batch_imgs, rt=runtime: rt.predict(preprocessing.batch(imgs)),
+                e2e = time_calls(  # from image files: decode + preprocess + predict
+                    lambda fs=files[:b], rt=runtime: rt.predict(preprocessing.batch([read_image(f) for f in fs])),
                     1,
                     max(2, iters // 2),
                     sync,
@@ -220,6 +245,7 @@ def run_bench(
         "rows": [asdict(r) for r in rows],
     }
     report["flops"] = _flops(target, info)
+    scratch.cleanup()
     return report
 
 
