@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from edge_ad.bench import machine_info
 from edge_ad.benchmarks.reference_baseline import ReferenceBaseline
 from edge_ad.io import atomic_write_json
 from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
@@ -62,7 +62,7 @@ def main() -> None:
         )
     result = {
         "benchmark": "cpu_inference_torch_fp32",
-        "cpu": platform.processor() or platform.machine(),
+        "machine": machine_info(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "image_size": args.image_size,
