@@ -39,6 +39,8 @@ from edge_ad import BUNDLE_FORMAT_VERSION, __version__
 from edge_ad.bundle import WEIGHTS_NAME, BundleInfo, file_sha256
 from edge_ad.io import atomic_path
 from edge_ad.models.registry import load_model
+from edge_ad.runtimes.onnx_runtime import INPUT_NAME, REQUIRED_METADATA
+from edge_ad.runtimes.onnx_runtime import OUTPUT_NAMES as RUNTIME_OUTPUTS
 
 from .op_check import assert_tensorrt_compatible
 
@@ -56,21 +58,10 @@ __all__ = [
 ]
 
 PRECISIONS = ("fp32", "fp16")
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("image_score", "anomaly_map", "patch_scores")
-# metadata_props every edge-ad ONNX model carries (all values are strings; JSON where structured).
-METADATA_KEYS = (
-    "edge_ad_version",
-    "bundle_format_version",
-    "family",
-    "preprocessing",
-    "image_size",
-    "threshold",
-    "score_stats",
-    "precision",
-    "bundle_weights_sha256",
-    "model_config",
-)
+OUTPUT_NAMES = (*RUNTIME_OUTPUTS, "patch_scores")
+# metadata_props every edge-ad ONNX model carries (all values are strings; JSON where structured): what the
+# torch-free runtime needs to run it, plus provenance.
+METADATA_KEYS = ("edge_ad_version", *REQUIRED_METADATA, "bundle_weights_sha256", "model_config")
 MIN_OPSET, MAX_OPSET = 13, 20  # TensorRT 10.0's ONNX parser reads opsets 9..20
 FP16_MAX = 65504.0
 # Parity of the exported graph against the fp32 torch graph on the export's check batch, as a fraction of the
