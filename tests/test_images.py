@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -12,6 +10,7 @@ import pytest
 
 from edge_ad.data import layout
 from edge_ad.data.images import IMAGE_EXTENSIONS, ImageError, list_images, read_image, read_mask
+from tests.layering import assert_runs_without
 
 
 def _write(path: Path, img: np.ndarray) -> Path:
@@ -214,9 +213,4 @@ def test_extensions() -> None:
 
 # ----------------------------------------------------------------------------- no torch
 def test_data_modules_do_not_import_torch() -> None:
-    code = (
-        "import edge_ad.data.images, edge_ad.data.preprocess, edge_ad.data.layout, sys; "
-        "assert 'torch' not in sys.modules, 'torch was imported'"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    assert_runs_without("import edge_ad.data.images, edge_ad.data.preprocess, edge_ad.data.layout", ["torch"])

@@ -18,6 +18,7 @@ from onnx import TensorProto, helper
 
 from edge_ad.export import tensorrt_builder as tb
 from edge_ad.runtimes.tensorrt_runtime import EngineMismatch, check_engine_matches
+from tests.layering import assert_runs_without
 
 
 def fake_tensorrt(version: str = "10.3.0", has_fp16_flag: bool = True) -> tuple[types.ModuleType, dict]:
@@ -207,13 +208,9 @@ def test_trtexec_line_matches_the_builder_policy(tmp_path: Path) -> None:
 
 
 def test_tensorrt_runtime_module_imports_without_torch_or_tensorrt() -> None:
-    import subprocess
-
-    code = (
-        "import sys, edge_ad.runtimes.tensorrt_runtime, edge_ad.export.tensorrt_builder; "
-        "assert 'torch' not in sys.modules and 'tensorrt' not in sys.modules"
+    assert_runs_without(
+        "import edge_ad.runtimes.tensorrt_runtime, edge_ad.export.tensorrt_builder", ["torch", "tensorrt"]
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_qdq_int8_onnx_builds_strongly_typed_without_flags(use_fake, tmp_path: Path) -> None:
