@@ -202,7 +202,7 @@ def run_bench(
             x = preprocessing.batch(images[:b] * (b // len(images[:b]) + 1))[:b]
             stats = LatencyStats.from_times(time_calls(lambda x=x: baseline.predict(x), warmup, iters, sync), b)
             reference_fps[b] = stats.images_per_s
-            rows.append(_row("reference (authors' path)", "fp32", device, b, stats, reference_fps[b], sync))
+            rows.append(_row("reference (authors' path)", "fp32", device, b, stats, reference_fps[b]))
     for backend in backends:
         for precision in precisions:
             if backend == "torch" and precision == "int8":
@@ -217,7 +217,7 @@ def run_bench(
                 x = preprocessing.batch(batch_imgs)
                 net = LatencyStats.from_times(time_calls(lambda x=x, rt=runtime: rt.predict(x), warmup, iters, sync), b)
                 pre = time_calls(lambda imgs=batch_imgs: preprocessing.batch(imgs), 1, max(2, iters // 2))
-                _, patch = _patch_map_for(runtime, x)
+                patch = _patch_map_for(runtime, x)
                 post = time_calls(lambda p=patch: postprocess(p, (size, size)), 1, max(2, iters // 2))
                 e2e = time_calls(  # from image files: decode + preprocess + predict
                     lambda fs=files[:b], rt=runtime: rt.predict(preprocessing.batch([read_image(f) for f in fs])),
@@ -225,7 +225,7 @@ def run_bench(
                     max(2, iters // 2),
                     sync,
                 )
-                row = _row(backend, precision, device, b, net, reference_fps.get(b), sync)
+                row = _row(backend, precision, device, b, net, reference_fps.get(b))
                 row.preprocess_ms_per_image = float(np.median(pre) * 1e3 / b)
                 row.postprocess_ms_per_image = float(np.median(post) * 1e3 / b)
                 row.end_to_end_images_per_s = float(b / np.median(e2e))
@@ -249,14 +249,14 @@ def run_bench(
     return report
 
 
-def _patch_map_for(runtime: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _patch_map_for(runtime: Any, x: np.ndarray) -> np.ndarray:
     """A patch-score map to time the post-processing on (the runtime's own when it exposes one)."""
     if hasattr(runtime, "patch_scores"):
         patch = np.asarray(runtime.patch_scores(x).cpu().numpy())[:, 0]
     else:
         grid = x.shape[-1] // 8
         patch = np.random.default_rng(0).standard_normal((x.shape[0], grid, grid)).astype(np.float32)
-    return x, patch
+    return patch
 
 
 def _row(
@@ -266,7 +266,6 @@ def _row(
     b: int,
     stats: LatencyStats,
     ref: float | None,
-    sync: Callable[[], None] | None,
 ) -> BenchRow:
     return BenchRow(
         backend=backend,

@@ -6,6 +6,7 @@ clear line and a non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -137,11 +138,8 @@ def train(
     if random_backbone:
         random_backbone_recipe(model_cfg)
         err.print("[yellow]random backbone:[/] weights are not pretrained; the demo recipe is used (see README)")
-    if noise_std is not None:
-        model_cfg.noise_std = noise_std
-    if score_mode is not None:
-        model_cfg.score_mode = score_mode
-        model_cfg.__post_init__()
+    overrides = {k: v for k, v in (("noise_std", noise_std), ("score_mode", score_mode)) if v is not None}
+    model_cfg = dataclasses.replace(model_cfg, **overrides)  # replace() re-runs the config's validation
     train_bundle(
         data,
         out_dir,
