@@ -112,12 +112,15 @@ def train(
         help="WideResNet50-2 ImageNet weights: a .pth/.safetensors file, or 'imagenet1k_v1' to download.",
     ),
     random_backbone: bool = typer.Option(False, help="Use randomly initialised backbone weights (demo/testing)."),
+    random_init: str = typer.Option(
+        "isometric", help="Random backbone draw: isometric (keeps image detail through depth) or torchvision."
+    ),
     image_size: int = typer.Option(224, help="Network input side (paper 224; authors' MVTec script 288)."),
     resize: int = typer.Option(256, help="Shorter side before the centre crop (paper 256; authors 329)."),
     no_crop: bool = typer.Option(False, help="Resize straight to image-size, no crop (texture categories)."),
     epochs: int = typer.Option(160, help="Passes over the training set (paper: 160)."),
     batch_size: int = typer.Option(8, help="Images per step."),
-    noise_std: float = typer.Option(None, help="Anomaly noise sigma (paper 0.015; random-backbone recipe 0.1)."),
+    noise_std: float = typer.Option(None, help="Anomaly noise sigma (paper 0.015; random-backbone recipe 0.2)."),
     score_mode: str = typer.Option(None, help="negative (paper: -D) or two_sided (|D - c|)."),
     adapter_lr: float = typer.Option(1e-4),
     disc_lr: float = typer.Option(2e-4),
@@ -144,7 +147,7 @@ def train(
         data,
         out_dir,
         category=category,
-        backbone=BackboneSpec(weights=backbone_weights, random=random_backbone),
+        backbone=BackboneSpec(weights=backbone_weights, random=random_backbone, random_init=random_init),
         preprocessing=Preprocessing(image_size=image_size, resize=None if no_crop else resize),
         model_cfg=model_cfg,
         train_cfg=TrainConfig(

@@ -45,7 +45,8 @@ def test_bundle_contents(tiny_bundle: Path) -> None:
     info = read_bundle(tiny_bundle)
     assert info.family == "simplenet" and info.image_size == 64
     assert info.backbone["weights"] == "random" and info.backbone["batchnorm_recalibrated_on"] > 0
-    assert info.model["score_mode"] == "two_sided"
+    assert info.backbone["init"].startswith("isometric")  # the recorded draw is the default one
+    assert info.model["score_mode"] == "negative" and info.model["noise_std"] == 0.2  # the paper's score
     stats = info.score_stats["image"]
     assert info.threshold >= stats["good_max"] and stats["good_count"] == len(info.training["holdout_images"])
     # the threshold comes from held-out good images, never from test data
