@@ -1,0 +1,120 @@
+"""How much a random backbone's features say about defects, per layer and per random draw, with no training.
+
+A training-free Mahalanobis detector (one Gaussian over all good patch features, shrunk by 1% of the mean
+variance) is fitted on each layer of the random trunk (BatchNorm re-estimated on the good images) and on
+SimpleNet's layer2+layer3 feature mix, and scored on the demo test split: image AUROC (max of the patch map)
+and pixel AUROC (bilinear resize, Gaussian sigma 4). It isolates the features from SimpleNet's training and is
+how the isometric draw was chosen (README "Random backbones"). Writes
+benchmarks/results/random_backbone_probe.json.
+
+    python -m edge_ad.benchmarks.probe_random_backbone --categories brushed_metal washer woven_fabric
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+os.environ.setdefault("EDGE_AD_QUIET", "1")
+
+from edge_ad.bench import machine_info  # noqa: E402
+from edge_ad.data.demo import make_demo_dataset  # noqa: E402
+from edge_ad.data.images import read_image, read_mask  # noqa: E402
+from edge_ad.data.layout import test_samples, train_images  # noqa: E402
+from edge_ad.data.preprocess import Preprocessing  # noqa: E402
+from edge_ad.io import atomic_write_json  # noqa: E402
+from edge_ad.metrics import auroc, pixel_auroc  # noqa: E402
+from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig  # noqa: E402
+from edge_ad.models.wide_resnet import RANDOM_INITS, init_random_trunk, recalibrate_batchnorm  # noqa: E402
+from edge_ad.postprocess.numpy_ops import postprocess  # noqa: E402
+
+
+def mahalanobis(train: torch.Tensor, test: torch.Tensor, shrink: float = 0.01) -> np.ndarray:
+    """[N,C,h,w] good features, [M,C,h,w] test features -> [M,h,w] distances."""
+    c = train.shape[1]
+    x = train.permute(0, 2, 3, 1).reshape(-1, c).double()
+    mu = x.mean(0)
+    cov = (x - mu).T @ (x - mu) / len(x)
+    cov += shrink * torch.trace(cov) / c * torch.eye(c, dtype=cov.dtype)
+    q = test.permute(0, 2, 3, 1).reshape(-1, c).double() - mu
+    d = ((q @ torch.linalg.inv(cov)) * q).sum(1).sqrt()
+    return d.reshape(test.shape[0], *test.shape[2:]).float().numpy()
+
+
+def on_grid(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """3x3 local average (as SimpleNet's patchify does) then bilinear resize to the layer2 grid."""
+    return F.interpolate(F.avg_pool2d(x, 3, 1, 1), size=(grid, grid), mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def probe(category_dir: Path, draw: str, pre: Preprocessing, seed: int) -> dict[str, dict[str, float]]:
+    train = torch.from_numpy(np.stack([pre(read_image(p)) for p in train_images(category_dir)]))
+    samples = test_samples(category_dir)
+    test = torch.from_numpy(np.stack([pre(read_image(s.path)) for s in samples]))
+    masks = np.stack(
+        [
+            pre.mask(read_mask(s.mask_path, read_image(s.path).shape[:2]))
+            if s.mask_path
+            else np.zeros((pre.image_size,) * 2, bool)
+            for s in samples
+        ]
+    )
+    labels = np.array([s.label for s in samples])
+    torch.manual_seed(seed)
+    model = SimpleNet(SimpleNetConfig(), image_size=pre.image_size)
+    trunk = model.backbone
+    init_random_trunk(trunk, draw)
+    recalibrate_batchnorm(trunk, (train[i : i + 8] for i in range(0, len(train), 8)))
+    model.eval()
+    grid = model.grid_size
+
+    def layers(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        stem = trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(x))))
+        l1 = trunk.layer1(stem)
+        l2 = trunk.layer2(l1)
+        l3 = trunk.layer3(l2)
+        out = {k: on_grid(v, grid) for k, v in (("stem", stem), ("layer1", l1), ("layer2", l2), ("layer3", l3))}
+        out["simplenet_features"] = model.features(x)
+        return out
+
+    fit, score = layers(train), layers(test)
+    result = {}
+    for name in fit:
+        patch = mahalanobis(fit[name], score[name])
+        image_scores, maps = postprocess(patch, (pre.image_size, pre.image_size))
+        result[name] = {
+            "image_auroc": round(auroc(labels, image_scores), 4),
+            "pixel_auroc": round(pixel_auroc(masks, maps), 4),
+        }
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--categories", nargs="+", default=["brushed_metal"])
+    ap.add_argument("--draws", nargs="+", default=list(RANDOM_INITS), choices=RANDOM_INITS)
+    ap.add_argument("--data", type=Path, default=Path("/tmp/edge-ad-probe-data"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "random_backbone_probe.json")
+    args = ap.parse_args()
+    make_demo_dataset(args.data, args.categories, seed=0)
+    pre = Preprocessing()
+    report: dict = {"machine": machine_info(), "detector": "mahalanobis, shrink 0.01, training-free", "results": {}}
+    for category in args.categories:
+        for draw in args.draws:
+            res = probe(args.data / category, draw, pre, args.seed)
+            report["results"].setdefault(category, {})[draw] = res
+            for layer, m in res.items():
+                scores = f"image {m['image_auroc']:.3f}  pixel {m['pixel_auroc']:.3f}"
+                print(f"{category:14s} {draw:12s} {layer:18s} {scores}")
+    atomic_write_json(args.out, report)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
