@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +25,10 @@ os.environ.setdefault("EDGE_AD_QUIET", "1")
 
 from edge_ad.bench import machine_info  # noqa: E402
 from edge_ad.data.demo import make_demo_dataset  # noqa: E402
-from edge_ad.data.images import read_image, read_mask  # noqa: E402
+from edge_ad.data.images import read_image  # noqa: E402
 from edge_ad.data.layout import test_samples, train_images  # noqa: E402
 from edge_ad.data.preprocess import Preprocessing  # noqa: E402
+from edge_ad.evaluate import sample_mask  # noqa: E402
 from edge_ad.io import atomic_write_json  # noqa: E402
 from edge_ad.metrics import auroc, pixel_auroc  # noqa: E402
 from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig  # noqa: E402
@@ -51,25 +53,35 @@ def on_grid(x: torch.Tensor, grid: int) -> torch.Tensor:
     return F.interpolate(F.avg_pool2d(x, 3, 1, 1), size=(grid, grid), mode="bilinear", align_corners=False)
 
 
-@torch.no_grad()
-def probe(category_dir: Path, draw: str, pre: Preprocessing, seed: int) -> dict[str, dict[str, float]]:
-    train = torch.from_numpy(np.stack([pre(read_image(p)) for p in train_images(category_dir)]))
+@dataclass
+class Split:
+    """One category's images, read and preprocessed once and shared by every draw."""
+
+    train: torch.Tensor
+    test: torch.Tensor
+    labels: np.ndarray
+    masks: np.ndarray
+
+
+def load_split(category_dir: Path, pre: Preprocessing) -> Split:
+    train = torch.from_numpy(pre.batch([read_image(p) for p in train_images(category_dir)]))
     samples = test_samples(category_dir)
-    test = torch.from_numpy(np.stack([pre(read_image(s.path)) for s in samples]))
-    masks = np.stack(
-        [
-            pre.mask(read_mask(s.mask_path, read_image(s.path).shape[:2]))
-            if s.mask_path
-            else np.zeros((pre.image_size,) * 2, bool)
-            for s in samples
-        ]
+    images = [read_image(s.path) for s in samples]
+    return Split(
+        train=train,
+        test=torch.from_numpy(pre.batch(images)),
+        labels=np.array([s.label for s in samples]),
+        masks=np.stack([sample_mask(s, img, pre) for s, img in zip(samples, images, strict=True)]),
     )
-    labels = np.array([s.label for s in samples])
+
+
+@torch.no_grad()
+def probe(split: Split, draw: str, image_size: int, seed: int) -> dict[str, dict[str, float]]:
     torch.manual_seed(seed)
-    model = SimpleNet(SimpleNetConfig(), image_size=pre.image_size)
+    model = SimpleNet(SimpleNetConfig(), image_size=image_size)
     trunk = model.backbone
     init_random_trunk(trunk, draw)
-    recalibrate_batchnorm(trunk, (train[i : i + 8] for i in range(0, len(train), 8)))
+    recalibrate_batchnorm(trunk, (split.train[i : i + 8] for i in range(0, len(split.train), 8)))
     model.eval()
     grid = model.grid_size
 
@@ -79,17 +91,17 @@ def probe(category_dir: Path, draw: str, pre: Preprocessing, seed: int) -> dict[
         l2 = trunk.layer2(l1)
         l3 = trunk.layer3(l2)
         out = {k: on_grid(v, grid) for k, v in (("stem", stem), ("layer1", l1), ("layer2", l2), ("layer3", l3))}
-        out["simplenet_features"] = model.features(x)
+        out["simplenet_features"] = model.aggregator([l2, l3])  # what model.features(x) returns
         return out
 
-    fit, score = layers(train), layers(test)
+    fit, score = layers(split.train), layers(split.test)
     result = {}
     for name in fit:
         patch = mahalanobis(fit[name], score[name])
-        image_scores, maps = postprocess(patch, (pre.image_size, pre.image_size))
+        image_scores, maps = postprocess(patch, (image_size, image_size))
         result[name] = {
-            "image_auroc": round(auroc(labels, image_scores), 4),
-            "pixel_auroc": round(pixel_auroc(masks, maps), 4),
+            "image_auroc": round(auroc(split.labels, image_scores), 4),
+            "pixel_auroc": round(pixel_auroc(split.masks, maps), 4),
         }
     return result
 
@@ -106,8 +118,9 @@ def main() -> None:
     pre = Preprocessing()
     report: dict = {"machine": machine_info(), "detector": "mahalanobis, shrink 0.01, training-free", "results": {}}
     for category in args.categories:
+        split = load_split(args.data / category, pre)
         for draw in args.draws:
-            res = probe(args.data / category, draw, pre, args.seed)
+            res = probe(split, draw, pre.image_size, args.seed)
             report["results"].setdefault(category, {})[draw] = res
             for layer, m in res.items():
                 scores = f"image {m['image_auroc']:.3f}  pixel {m['pixel_auroc']:.3f}"

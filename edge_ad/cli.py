@@ -170,32 +170,6 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_eval(
-    model: Path,
-    data: Path,
-    category: str | None,
-    backend: str,
-    device: str,
-    precision: str,
-    batch_size: int = 8,
-) -> dict[str, Any]:
-    """Evaluate a bundle or an exported model on a category's test split; returns the JSON report."""
-    from edge_ad.data.layout import resolve_category
-    from edge_ad.detector import Detector
-    from edge_ad.evaluate import evaluate
-
-    det = Detector.load(model, backend=backend, device=device, precision=precision)
-    category_dir = resolve_category(data, category)
-    metrics = evaluate(det.runtime, category_dir, det.preprocessing, batch_size=batch_size)
-    return {
-        "model": str(model),
-        "data": str(category_dir),
-        "backend": det.runtime.name,
-        "precision": getattr(det.runtime, "precision", precision),
-        "metrics": metrics,
-    }
-
-
 @app.command("eval")
 @friendly
 def eval_cmd(
@@ -208,7 +182,9 @@ def eval_cmd(
     json_out: Path = typer.Option(None, "--json", help="Report path (default: MODEL/eval.json for bundles)."),
 ) -> None:
     """Image AUROC, pixel AUROC, AUPRO and F1-max, overall and per defect type."""
-    report = run_eval(model, data, category, backend, device, precision)
+    from edge_ad.evaluate import evaluate_model
+
+    report = evaluate_model(model, data, category, backend=backend, device=device, precision=precision)
     out.print(metrics_table(f"{report['data']} ({report['backend']} {report['precision']})", report["metrics"]))
     target = json_out or (model / "eval.json" if model.is_dir() else model.with_suffix(".eval.json"))
     atomic_write_json(target, report)
@@ -297,14 +273,15 @@ def export(
     if fmt not in ("onnx", "engine"):
         raise UserError(f"--format must be onnx or engine, not {fmt!r}")
     onnx_path = model if model.suffix == ".onnx" else model / f"model.{precision}.onnx"
-    if precision == "int8" and model.suffix != ".onnx" and (fmt == "onnx" or not onnx_path.exists()):
+    needs_onnx = model.suffix != ".onnx" and (fmt == "onnx" or not onnx_path.exists())
+    if needs_onnx and precision == "int8":
         from edge_ad.calibration import calibrate
 
         report = calibrate(model, calib_data, eval_data, calib_method, calib_count, target=int8_target)
         onnx_path = Path(report["models"]["int8"])
         out.print(f"onnx: {onnx_path}  (report: {onnx_path.parent / 'calibration_report.md'})")
         out.print(json.dumps({k: report[k] for k in ("method", "recipe", "summary")}))
-    elif model.suffix != ".onnx" and (fmt == "onnx" or not onnx_path.exists()):
+    elif needs_onnx:
         from edge_ad.export.onnx_export import export_onnx
 
         onnx_path = export_onnx(model, precision=precision, batch_size=batch_size, dynamic_batch=dynamic_batch)

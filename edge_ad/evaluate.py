@@ -8,11 +8,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edge_ad.data.images import read_image, read_mask
-from edge_ad.data.layout import Sample, test_samples
+from edge_ad.data.layout import Sample, resolve_category, test_samples
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.metrics import image_and_pixel_metrics
 from edge_ad.progress import progress_bar
@@ -30,6 +31,13 @@ class Scored:
     masks: np.ndarray
 
 
+def sample_mask(sample: Sample, image: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """The sample's ground truth through the image's geometry (all False for a good image)."""
+    if sample.mask_path is None:
+        return np.zeros((preprocessing.image_size,) * 2, bool)
+    return preprocessing.mask(read_mask(sample.mask_path, image.shape[:2]))
+
+
 def score_samples(
     runtime: Runtime, samples: Sequence[Sample], preprocessing: Preprocessing, batch_size: int = 8
 ) -> Scored:
@@ -44,8 +52,7 @@ def score_samples(
             chunk = samples[start : start + batch_size]
             images = [read_image(s.path) for s in chunk]
             for j, (s, img) in enumerate(zip(chunk, images, strict=True)):
-                if s.mask_path is not None:
-                    masks[start + j] = preprocessing.mask(read_mask(s.mask_path, img.shape[:2]))
+                masks[start + j] = sample_mask(s, img, preprocessing)
             batch_scores, batch_maps = runtime.predict(preprocessing.batch(images))
             scores[start : start + len(chunk)] = batch_scores
             maps[start : start + len(chunk)] = batch_maps
@@ -72,3 +79,28 @@ def evaluate(
     """Score a category's test split and compute its metrics."""
     samples = test_samples(category_dir, require_masks=True)
     return metrics_by_defect(score_samples(runtime, samples, preprocessing, batch_size))
+
+
+def evaluate_model(
+    model: str | Path,
+    data: str | Path,
+    category: str | None = None,
+    *,
+    backend: str = "auto",
+    device: str = "cpu",
+    precision: str = "fp32",
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """Evaluate a bundle or an exported model on a category's test split; returns the JSON report."""
+    from edge_ad.detector import Detector  # the detector picks the runtime; imported late (it imports runtimes)
+
+    det = Detector.load(model, backend=backend, device=device, precision=precision)
+    category_dir = resolve_category(data, category)
+    metrics = evaluate(det.runtime, category_dir, det.preprocessing, batch_size=batch_size)
+    return {
+        "model": str(model),
+        "data": str(category_dir),
+        "backend": det.runtime.name,
+        "precision": getattr(det.runtime, "precision", precision),
+        "metrics": metrics,
+    }

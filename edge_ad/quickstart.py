@@ -12,9 +12,7 @@ from typing import Any
 from edge_ad.data.demo import DEFAULT_DEMO_CATEGORY, make_demo_dataset
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.io import atomic_write_json
-from edge_ad.models.registry import load_model
 from edge_ad.models.simplenet import SimpleNetConfig
-from edge_ad.runtimes.torch_runtime import TorchRuntime
 from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
 from edge_ad.training.trainer import TrainConfig
 
@@ -25,7 +23,7 @@ def run_demo(
     root: str | Path, category: str | None = None, *, epochs: int = DEMO_EPOCHS, seed: int = 0, device: str = "cpu"
 ) -> dict[str, Any]:
     """Generate the category, train on its good images, evaluate on its test split; returns the eval report."""
-    from edge_ad.evaluate import evaluate
+    from edge_ad.evaluate import evaluate_model
 
     root = Path(root)
     category = category or DEFAULT_DEMO_CATEGORY
@@ -43,14 +41,6 @@ def run_demo(
         device=device,
         resume=(bundle / ".training").exists(),
     )
-    model, info = load_model(bundle)
-    metrics = evaluate(TorchRuntime(model, device=device), data / category, info.preprocessing)
-    report = {
-        "model": str(bundle),
-        "data": str(data / category),
-        "backend": "torch",
-        "precision": "fp32",
-        "metrics": metrics,
-    }
+    report = evaluate_model(bundle, data, category, backend="torch", device=device)
     atomic_write_json(bundle / "eval.json", report)
     return report

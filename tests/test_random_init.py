@@ -20,9 +20,14 @@ def _trunk(seed: int = 0) -> WideResNet50Trunk:
     return WideResNet50Trunk()
 
 
+def _isometric(seed: int) -> WideResNet50Trunk:
+    trunk = _trunk(seed)
+    init_random_trunk(trunk, "isometric")  # draws from the global generator, as training does after seeding
+    return trunk
+
+
 def test_isometric_convs_are_orthogonal_maps() -> None:
-    trunk = _trunk()
-    init_random_trunk(trunk, "isometric")
+    trunk = _isometric(0)
     for name, m in trunk.named_modules():
         if not isinstance(m, nn.Conv2d) or name == "conv1":  # the stem is re-centred after, checked below
             continue
@@ -32,8 +37,7 @@ def test_isometric_convs_are_orthogonal_maps() -> None:
 
 
 def test_isometric_residual_blocks_pass_their_input_on() -> None:
-    trunk = _trunk()
-    init_random_trunk(trunk, "isometric")
+    trunk = _isometric(0)
     trunk.eval()
     block = trunk.layer2[1]  # no downsample: with a zero residual branch it is the identity on x >= 0
     assert isinstance(block, Bottleneck) and block.downsample is None
@@ -48,8 +52,7 @@ def test_isometric_residual_blocks_pass_their_input_on() -> None:
 
 
 def test_isometric_stem_ignores_overall_brightness() -> None:
-    trunk = _trunk()
-    init_random_trunk(trunk, "isometric")
+    trunk = _isometric(0)
     flat = torch.full((1, 3, 32, 32), 0.7)
     with torch.no_grad():
         response = trunk.conv1(flat)[..., 4:-4, 4:-4]  # away from the zero padding
@@ -66,12 +69,6 @@ def test_torchvision_scheme_keeps_the_trunk_as_built() -> None:
     assert "kaiming" in info["init"]
     for key, value in trunk.state_dict().items():
         assert torch.equal(value, before[key]), key
-
-
-def _isometric(seed: int) -> WideResNet50Trunk:
-    trunk = _trunk(seed)
-    init_random_trunk(trunk, "isometric")  # draws from the global generator, as training does after seeding
-    return trunk
 
 
 def test_isometric_draw_follows_the_seed() -> None:

@@ -111,14 +111,22 @@ RANDOM_INITS = ("isometric", "torchvision")
 DEFAULT_RANDOM_INIT = "isometric"
 
 
+def check_random_init(scheme: str) -> str:
+    """``scheme`` if it names a random initialisation, else a ValueError listing the choices."""
+    if scheme not in RANDOM_INITS:
+        raise ValueError(f"unknown random initialisation {scheme!r}; choose from {', '.join(RANDOM_INITS)}")
+    return scheme
+
+
 @torch.no_grad()
 def init_random_trunk(trunk: WideResNet50Trunk, scheme: str = DEFAULT_RANDOM_INIT) -> dict[str, str]:
     """Randomly initialise the trunk for use as a frozen, untrained feature extractor.
 
     Why: with torchvision's training initialisation every residual branch adds a fresh random function, and
     after 7-13 random blocks the layer2/layer3 features of a defect and of good texture are barely apart
-    (measured on the demo: a training-free detector on layer2 falls from 0.90 image AUROC on the stem to
-    0.58). ``isometric`` keeps what the image says as it goes deeper:
+    (measured on the demo's brushed_metal: a training-free detector falls from 0.95 image AUROC on the stem's
+    features to 0.65 on layer2; ``benchmarks/probe_random_backbone.py``). ``isometric`` keeps what the image
+    says as it goes deeper:
 
     - every conv is a random orthogonal map (``nn.init.orthogonal_`` over the flattened kernel), so no
       direction of its input is lost or amplified;
@@ -131,9 +139,7 @@ def init_random_trunk(trunk: WideResNet50Trunk, scheme: str = DEFAULT_RANDOM_INI
     already has. Either way the layer structure, the forward pass and the parameter names are unchanged;
     only the random draws differ. Call it on a newly built trunk; returns what the bundle records.
     """
-    if scheme not in RANDOM_INITS:
-        raise ValueError(f"unknown random initialisation {scheme!r}; choose from {', '.join(RANDOM_INITS)}")
-    if scheme == "torchvision":
+    if check_random_init(scheme) == "torchvision":
         return {"init": "torchvision kaiming_normal(fan_out)"}
     for m in trunk.modules():
         if isinstance(m, nn.Conv2d):
