@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import torch
 
 os.environ.setdefault("EDGE_AD_QUIET", "1")
 
-from edge_ad.bench import machine_info  # noqa: E402
+from edge_ad.bench import machine_info, time_calls  # noqa: E402
 from edge_ad.benchmarks.reference_baseline import ReferenceBaseline  # noqa: E402
 from edge_ad.data.layout import test_samples  # noqa: E402
 from edge_ad.evaluate import metrics_by_defect, score_samples  # noqa: E402
@@ -73,13 +72,7 @@ def main() -> None:
     baseline = ReferenceBaseline(model)
 
     def median_time(fn) -> float:
-        fn()
-        times = []
-        for _ in range(args.iters):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+        return statistics.median(time_calls(fn, warmup=1, iters=args.iters))
 
     with torch.no_grad():
         fused_s = median_time(lambda: graph(torch.from_numpy(x)))

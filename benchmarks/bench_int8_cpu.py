@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from edge_ad.bench import machine_info
 from edge_ad.io import atomic_write_json
+from edge_ad.runtimes.onnx_runtime import OnnxRuntime
 
 RESULTS = Path(__file__).parent / "results" / "int8_cpu.json"
 
@@ -59,20 +59,13 @@ def build_bundle(workdir: Path, image_size: int) -> Path:
     return bundle
 
 
-def session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def time_interleaved(
     models: dict[str, Path], batch: int, size: int, rounds: int, threads: int
 ) -> dict[str, list[float]]:
     """Per-call seconds of each model; every round calls each model once, starting from a rotating one."""
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
-    sessions = {name: session(path, threads) for name, path in models.items()}
+    # the runtime's own session (CPU provider, `threads` intra-op threads, one inter-op): what edge-ad runs
+    sessions = {name: OnnxRuntime(path, threads=threads).session for name, path in models.items()}
     for s in sessions.values():  # warm-up
         s.run(None, {"images": x})
     times: dict[str, list[float]] = {name: [] for name in models}

@@ -1,6 +1,7 @@
 """INT8 calibration: good-image calibration data, explicit Q/DQ quantization, mixed-precision recipes chosen
-by measurement, and a report of the accuracy cost. Torch-free (torch is imported only by :func:`calibrate`
-when a bundle has no fp32 ONNX export yet).
+by measurement -- without labels by default, on the bundle's held-out good images, which also give each INT8
+model its own threshold -- and a report of the cost. Importing it loads no torch; running :func:`calibrate`
+imports the trainer for the bundle's threshold rule (and the exporter when a bundle has no current fp32 ONNX).
 
 Installed as ``edge_ad.calibration`` (the top-level ``calibration/`` folder of the repository).
 """
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 from .calibration_data import DEFAULT_COUNT, MIN_IMAGES, CalibrationReader
 from .quantize import (
+    DEFAULT_GOOD_TOLERANCE,
     DEFAULT_METHOD,
     DEFAULT_RECIPE,
+    DEFAULT_TOLERANCE,
     INT8_NAME,
     METHODS,
     PARTS,
@@ -18,17 +21,24 @@ from .quantize import (
     TARGETS,
     Calibration,
     QuantizationError,
+    choose_candidate,
+    choose_without_labels,
+    measure,
     measure_recipes,
     prepare_calibration,
     quantize_int8,
+    selection_sets,
     unquantized_layers,
 )
 from .report import calibrate, write_report
+from .selection import ImageSet
 
 __all__ = [
     "DEFAULT_COUNT",
+    "DEFAULT_GOOD_TOLERANCE",
     "DEFAULT_METHOD",
     "DEFAULT_RECIPE",
+    "DEFAULT_TOLERANCE",
     "INT8_NAME",
     "METHODS",
     "MIN_IMAGES",
@@ -37,11 +47,16 @@ __all__ = [
     "TARGETS",
     "Calibration",
     "CalibrationReader",
+    "ImageSet",
     "QuantizationError",
     "calibrate",
+    "choose_candidate",
+    "choose_without_labels",
+    "measure",
     "measure_recipes",
     "prepare_calibration",
     "quantize_int8",
+    "selection_sets",
     "unquantized_layers",
     "write_report",
 ]

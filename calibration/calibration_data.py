@@ -5,7 +5,9 @@
 * takes good images only: by default the training images recorded in the model's bundle
   (``training.data`` + ``training.train_images`` under ``train/good``; the held-out images that set the
   threshold are not used), or any folder given (a category folder's ``train/good``, else the images directly
-  in the folder), or an explicit list of image files;
+  in the folder), or an explicit list of image files; ``exclude`` removes images from the candidates (the
+  calibration stage passes the bundle's held-out images, which choose the recipe and set the INT8 threshold,
+  so a folder that holds them never calibrates on them);
 * samples ``count`` of them (default 128) deterministically: a seeded permutation of the sorted file list,
   taken in order until ``count`` images decoded (unreadable files are skipped and listed in ``skipped``);
 * preprocesses them with the preprocessing stored in the ONNX model's own metadata
@@ -71,8 +73,11 @@ class ModelInfo:
         self.preprocessing = Preprocessing.from_dict(json.loads(metadata["preprocessing"]))
 
 
-def model_info(model: str | os.PathLike[str] | onnx.ModelProto) -> ModelInfo:
-    """Read the input name, static batch size (None if dynamic) and metadata of an exported model."""
+def model_info(model: str | os.PathLike[str] | onnx.ModelProto | ModelInfo) -> ModelInfo:
+    """Read the input name, static batch size (None if dynamic) and metadata of an exported model (a
+    :class:`ModelInfo` is returned as it is, so a model read once is not read again)."""
+    if isinstance(model, ModelInfo):
+        return model
     if isinstance(model, onnx.ModelProto):
         proto, path = model, None
     else:
@@ -165,22 +170,25 @@ def calibration_images(source: CalibSource, model_path: Path | None = None) -> t
 class CalibrationReader(CalibrationDataReader):
     """Deterministic batches of preprocessed good images for onnxruntime's INT8 calibration.
 
-    ``model``: the fp32 ONNX model (path or ModelProto) whose metadata gives the preprocessing and whose
-    input gives the batch size. ``source``: see :func:`calibration_images`. ``count``: how many images to
-    use (fewer if the folder has fewer). ``seed``: the sampling seed. Attributes after construction:
+    ``model``: the fp32 ONNX model (path, ModelProto or :class:`ModelInfo`) whose metadata gives the
+    preprocessing and whose input gives the batch size. ``source``: see :func:`calibration_images`.
+    ``exclude``: image files never to calibrate on. ``count``: how many images to use (fewer if the folder
+    has fewer). ``seed``: the sampling seed. Attributes after construction:
     ``paths``/``names`` (the images used, in batch order), ``folder``, ``skipped`` (unreadable files),
-    ``images_sha256`` (:func:`names_sha256` of ``names``), ``batch_size``, ``data`` (float32 [N,3,S,S]).
+    ``images_sha256`` (:func:`names_sha256` of ``names``), ``batch_size``, ``data`` (float32 [N,3,S,S]),
+    ``excluded`` (how many candidates ``exclude`` removed).
     """
 
     def __init__(
         self,
-        model: str | os.PathLike[str] | onnx.ModelProto,
+        model: str | os.PathLike[str] | onnx.ModelProto | ModelInfo,
         source: CalibSource = None,
         *,
         count: int = DEFAULT_COUNT,
         seed: int = 0,
         min_images: int = MIN_IMAGES,
         batch_size: int | None = None,
+        exclude: Sequence[str | os.PathLike[str]] = (),
     ):
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"count must be a positive int, got {count!r}")
@@ -202,6 +210,13 @@ class CalibrationReader(CalibrationDataReader):
         self.seed = seed
 
         self.folder, candidates = calibration_images(source, info.path)
+        if exclude:
+            excluded = {Path(p).resolve() for p in exclude}
+            kept = [p for p in candidates if p.resolve() not in excluded]
+            self.excluded = len(candidates) - len(kept)
+            candidates = kept
+        else:
+            self.excluded = 0
         order = np.random.default_rng(seed).permutation(len(candidates))
         chosen: list[tuple[int, np.ndarray]] = []
         self.skipped: list[str] = []
@@ -270,4 +285,5 @@ class CalibrationReader(CalibrationDataReader):
             "names": list(self.names),
             "images_sha256": self.images_sha256,
             "skipped": list(self.skipped),
+            "excluded": self.excluded,
         }

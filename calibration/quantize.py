@@ -66,9 +66,11 @@ The ranges reach onnxruntime's quantizer as ``TensorQuantOverrides`` (``rmin``/`
 onnxruntime's own calibration then runs on one batch only, because its API requires a reader.
 
 Mixed precision: the graph's parts are named by node-name patterns of the exported graph (:data:`PARTS`);
-a recipe (:data:`RECIPES`) lists the parts kept in float. :func:`measure_recipes` quantizes every
-(method, recipe) pair, evaluates image/pixel AUROC and AUPRO of each against the fp32 model on a labelled
-evaluation set and chooses by measurement (see :func:`choose_candidate`).
+a recipe (:data:`RECIPES`) lists the parts kept in float. :func:`measure` quantizes every (method, recipe)
+pair once and runs each once on the sets read once by :func:`selection_sets`: by default the bundle's
+held-out good images, where it measures how far each stays from fp32 and derives each one's own threshold,
+and chooses without labels (:func:`choose_without_labels`); only with an explicit labelled ``--eval-data``
+does it also measure image/pixel AUROC and AUPRO and choose on them (:func:`choose_candidate`).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,15 +96,37 @@ from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, 
 from edge_ad.bundle import CONFIG_NAME, read_bundle
 from edge_ad.data.layout import Sample, test_samples
 from edge_ad.evaluate import Scored, metrics_by_defect, score_samples
+from edge_ad.export.onnx_graph import WEIGHTED_OPS, descendants, node_macs
 from edge_ad.export.op_check import assert_tensorrt_compatible
 from edge_ad.io import atomic_path
+from edge_ad.progress import Bar, progress_bar
 from edge_ad.runtimes.onnx_runtime import OnnxRuntime
 
-from .calibration_data import DEFAULT_COUNT, CalibrationReader, CalibSource, model_info
+from .calibration_data import (
+    DEFAULT_COUNT,
+    MIN_IMAGES,
+    CalibrationReader,
+    CalibSource,
+    ModelInfo,
+    calibration_images,
+    model_info,
+)
+from .selection import (
+    HOLDOUT,
+    ImageSet,
+    bundle_holdout,
+    good_set,
+    labelled_metrics,
+    labelled_set,
+    run_model,
+    split_source,
+    threshold_sigmas,
+)
 
 __all__ = [
     "DEFAULT_METHOD",
     "DEFAULT_RECIPE",
+    "DEFAULT_GOOD_TOLERANCE",
     "DEFAULT_TOLERANCE",
     "INT8_NAME",
     "METHODS",
@@ -112,17 +136,22 @@ __all__ = [
     "TARGETS",
     "Calibration",
     "Exclusion",
+    "Measurement",
     "QuantizationError",
     "choose_candidate",
+    "choose_without_labels",
     "evaluation_samples",
     "graph_parts",
     "int8_mac_fraction",
+    "measure",
     "measure_recipes",
+    "output_deviation",
     "prepare_calibration",
     "quantize_int8",
     "quantized_nodes",
     "resolve_exclude",
     "score_deviation",
+    "selection_sets",
     "unquantized_layers",
 ]
 
@@ -135,9 +164,11 @@ PATCH_SCORES = "patch_scores"
 NUM_BINS = 2048
 ENTROPY_LEVELS = 128  # quantized levels of |x| in [0, threshold]: the positive half of symmetric int8
 PERCENTILE = 99.999
-DEFAULT_TOLERANCE = 0.01  # AUROC points / 100: the accepted INT8 loss of image and of pixel AUROC
+DEFAULT_TOLERANCE = 0.01  # AUROC points / 100: the accepted INT8 loss of image and of pixel AUROC (--eval-data)
+# Without labels: the accepted mean change of image scores and of maps on held-out good images, as a share of the
+# fp32 maps' range there (see choose_without_labels; measured values in the calibration report).
+DEFAULT_GOOD_TOLERANCE = 0.02
 SAME_SPEED = 0.01  # recipes whose INT8 share of the MACs differs by less than this count as equally fast
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 POOLING_OPS = ("MaxPool", "AveragePool")
 OP_TYPES = {
     "tensorrt": WEIGHTED_OPS + POOLING_OPS,
@@ -173,19 +204,14 @@ def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
 
 
 # ----------------------------------------------------------------------------- graph parts
-def _descendants(graph: onnx.GraphProto, tensor: str) -> set[str]:
-    """Names of the nodes that depend (transitively) on ``tensor``; the graph is topologically sorted."""
-    reached, found = {tensor}, set()
-    for node in graph.node:
-        if any(name in reached for name in node.input):
-            found.add(node.name)
-            reached.update(node.output)
-    return found
+def _head(graph: onnx.GraphProto) -> set[str]:
+    """Names of the post-processing head's nodes: every node that depends on ``patch_scores``."""
+    return {graph.node[i].name for i in descendants(graph, PATCH_SCORES)}
 
 
 def graph_parts(model: onnx.ModelProto) -> dict[str, str]:
     """Node name -> part (a key of :data:`PARTS`, or ``"other"``) for every node of the graph."""
-    head = _descendants(model.graph, PATCH_SCORES)
+    head = _head(model.graph)
     parts: dict[str, str] = {}
     for node in model.graph.node:
         if node.name in head:
@@ -256,29 +282,6 @@ def unquantized_layers(int8_model: onnx.ModelProto) -> dict[str, list[str]]:
         if node.op_type in WEIGHTED_OPS + POOLING_OPS and node.name not in quantized:
             left.setdefault(parts.get(node.name, "other"), []).append(node.name)
     return left
-
-
-def _macs(model: onnx.ModelProto) -> dict[str, int]:
-    """Multiply-accumulates per image of every Conv/Gemm/MatMul (shapes from the model's value_info)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    shapes: dict[str, list[int]] = {t.name: list(t.dims) for t in inferred.graph.initializer}
-    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-        dims = value.type.tensor_type.shape.dim
-        shapes.setdefault(value.name, [d.dim_value if d.HasField("dim_value") else 1 for d in dims])
-    macs: dict[str, int] = {}
-    for node in inferred.graph.node:
-        out = shapes.get(node.output[0]) if node.output else None
-        if not out or node.op_type not in WEIGHTED_OPS:
-            continue
-        weight = shapes.get(node.input[1])
-        if not weight:
-            continue
-        batch = max(out[0], 1)
-        if node.op_type in ("Conv", "ConvTranspose"):
-            macs[node.name] = math.prod(out) * math.prod(weight[1:]) // batch
-        else:
-            macs[node.name] = math.prod(out) * weight[0] // batch
-    return macs
 
 
 def int8_mac_fraction(int8_model: onnx.ModelProto, macs: dict[str, int]) -> float:
@@ -379,27 +382,31 @@ def _collect(model: onnx.ModelProto, reader: CalibrationReader, tensors: list[st
     session = ort.InferenceSession(augmented.SerializeToString(), options, providers=["CPUExecutionProvider"])
     del augmented
 
-    def batches() -> Iterator[dict[str, np.ndarray]]:
+    def batches(bar: Bar) -> Iterator[dict[str, np.ndarray]]:
         reader.rewind()
         for feed in iter(reader.get_next, None):
             values = dict(zip(outputs, session.run(outputs, feed), strict=True))
             values.update({name: feed[name] for name in tensors if name in feed})
             yield values
+            bar.advance(reader.batch_size)
 
     low = dict.fromkeys(tensors, math.inf)
     high = dict.fromkeys(tensors, -math.inf)
-    for values in batches():
-        for name, value in values.items():
-            if value.size:
-                low[name] = min(low[name], float(value.min()))
-                high[name] = max(high[name], float(value.max()))
+    images, fed = len(reader.data), len(reader) * reader.batch_size  # fed: the last batch wraps around
+    with progress_bar(total=fed, description=f"calibration ranges ({images} good images)") as bar:
+        for values in batches(bar):
+            for name, value in values.items():
+                if value.size:
+                    low[name] = min(low[name], float(value.min()))
+                    high[name] = max(high[name], float(value.max()))
     absmax = {name: max(abs(low[name]), abs(high[name])) if low[name] <= high[name] else 0.0 for name in tensors}
     hists = {name: np.zeros(NUM_BINS, np.int64) for name in tensors}
-    for values in batches():
-        for name, value in values.items():
-            if absmax[name] > 0:
-                scaled = np.abs(value.astype(np.float32, copy=False)).ravel() * np.float32(NUM_BINS / absmax[name])
-                hists[name] += np.bincount(np.minimum(scaled.astype(np.int64), NUM_BINS - 1), minlength=NUM_BINS)
+    with progress_bar(total=fed, description=f"calibration histograms ({images} good images)") as bar:
+        for values in batches(bar):
+            for name, value in values.items():
+                if absmax[name] > 0:
+                    scaled = np.abs(value.astype(np.float32, copy=False)).ravel() * np.float32(NUM_BINS / absmax[name])
+                    hists[name] += np.bincount(np.minimum(scaled.astype(np.int64), NUM_BINS - 1), minlength=NUM_BINS)
     reader.rewind()
     return {
         name: _TensorStats(
@@ -439,7 +446,7 @@ class Calibration:
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         self.fp32_path = fp32_path
-        info = model_info(fp32_path)
+        info = reader.model  # read once, by the reader
         precision = info.metadata.get("precision")
         if precision != "fp32":
             raise ValueError(
@@ -454,7 +461,7 @@ class Calibration:
         with _quiet():
             quant_pre_process(str(fp32_path), str(self.prepared_path), skip_symbolic_shape=True)
         self.prepared = onnx.load(str(self.prepared_path))
-        self.macs = _macs(self.prepared)
+        self.macs = node_macs(self.prepared)
         self.stats = _collect(self.prepared, reader, _calibrated_tensors(self.prepared))
 
     def ranges(self, method: str, target: str = "tensorrt") -> dict[str, tuple[float, float]]:
@@ -480,13 +487,14 @@ def prepare_calibration(
     *,
     count: int = DEFAULT_COUNT,
     seed: int = 0,
+    exclude: Sequence[str | os.PathLike[str]] = (),
 ) -> Calibration:
     """Read the calibration images (see :class:`CalibrationReader`) and collect their statistics once."""
     path = Path(fp32_onnx)
     reader = (
         calib_source
         if isinstance(calib_source, CalibrationReader)
-        else CalibrationReader(path, calib_source, count=count, seed=seed)
+        else CalibrationReader(path, calib_source, count=count, seed=seed, exclude=exclude)
     )
     return Calibration(path, reader)
 
@@ -529,7 +537,7 @@ def _extra_options(target: str, ranges: dict[str, tuple[float, float]]) -> dict[
 
 def _check_head_float(model: onnx.ModelProto) -> None:
     """No Q/DQ output may feed the post-processing head, and ``patch_scores`` itself must not be rounded."""
-    head = _descendants(model.graph, PATCH_SCORES)
+    head = _head(model.graph)
     qdq = ("QuantizeLinear", "DequantizeLinear")
     qdq_outputs = {out for node in model.graph.node if node.op_type in qdq for out in node.output}
     rounded = sorted(node.name for node in model.graph.node if node.name in head and set(node.input) & qdq_outputs)
@@ -539,53 +547,15 @@ def _check_head_float(model: onnx.ModelProto) -> None:
         raise QuantizationError(f"the post-processing head must stay float, but INT8 reaches {rounded}")
 
 
-def quantize_int8(
-    fp32_onnx: str | os.PathLike[str],
-    calib_source: CalibSource | CalibrationReader | Calibration = None,
-    out_path: str | os.PathLike[str] | None = None,
-    *,
-    method: str = DEFAULT_METHOD,
-    count: int = DEFAULT_COUNT,
-    exclude: str | Sequence[str] = DEFAULT_RECIPE,
-    per_channel: bool = True,
-    target: str = "tensorrt",
-    seed: int = 0,
-    selection: dict[str, Any] | None = None,
-) -> Path:
-    """Quantize an exported fp32 model to a Q/DQ INT8 model; returns the path written.
+def _quantize(
+    calibration: Calibration, method: str, exclude: str | Sequence[str], target: str, per_channel: bool = True
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """One Q/DQ model from the collected statistics, checked (checker, TensorRT ops, float head), not written.
 
-    ``calib_source``: None (the bundle's training images), a folder of good images, a list of files, a
-    :class:`CalibrationReader`, or a :class:`Calibration` from :func:`prepare_calibration` (reused as it is;
-    ``count`` and ``seed`` are then ignored). ``method``: one of :data:`METHODS`. ``exclude``: a recipe name
-    (:data:`RECIPES`) or a list of node-name patterns kept in float; the head stays float regardless.
-    ``target``: "tensorrt" (default) or "cpu" (see the module docstring). ``selection``: how the recipe was
-    chosen, recorded in the ``int8_recipe`` metadata. ``out_path`` defaults to ``model.int8.onnx``
-    (``model.int8.cpu.onnx`` for the CPU target) beside the fp32 model; it is written atomically, after
-    ``onnx.checker`` (full), the TensorRT op check and the float-head check passed.
+    Returns the model (metadata: the fp32 model's with ``precision`` and ``int8_recipe``) and its recipe dict.
     """
     _check_choice("calibration method", method, METHODS)
     _check_choice("INT8 target", target, TARGETS)
-    fp32_path = Path(fp32_onnx)
-    if not isinstance(calib_source, Calibration):
-        calibration = prepare_calibration(fp32_path, calib_source, count=count, seed=seed)
-        try:
-            return quantize_int8(
-                fp32_path,
-                calibration,
-                out_path,
-                method=method,
-                exclude=exclude,
-                per_channel=per_channel,
-                target=target,
-                selection=selection,
-            )
-        finally:
-            calibration.cleanup()
-    calibration = calib_source
-    if calibration.fp32_path.resolve() != fp32_path.resolve():
-        raise ValueError(f"the calibration was prepared for {calibration.fp32_path}, not {fp32_path}")
-    default_name = INT8_NAME if target == "tensorrt" else INT8_CPU_NAME
-    out = Path(out_path) if out_path is not None else fp32_path.parent / default_name
     exclusion = resolve_exclude(calibration.prepared, exclude)
     float_nodes = set(exclusion.nodes)
     if target == "cpu":  # the CPU placement rounds layer outputs: the layer producing the patch scores stays float
@@ -629,11 +599,7 @@ def quantize_int8(
         "int8_mac_fraction": round(int8_mac_fraction(model, calibration.macs), 4),
         "onnxruntime": ort.__version__,
     }
-    if selection is not None:
-        recipe["selection"] = selection
-    metadata = {**calibration.metadata, "precision": "int8", "int8_recipe": json.dumps(recipe)}
-    onnx.helper.set_model_props(model, metadata)
-
+    _set_metadata(model, calibration, recipe)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
@@ -642,16 +608,113 @@ def quantize_int8(
     if not quantized_nodes(model):
         raise QuantizationError("quantization left every layer in float (nothing was quantized)")
     _check_head_float(model)
+    return model, recipe
 
+
+def _set_metadata(
+    model: onnx.ModelProto,
+    calibration: Calibration,
+    recipe: dict[str, Any],
+    score_stats: dict[str, Any] | None = None,
+) -> None:
+    """The fp32 model's metadata with ``precision``, ``int8_recipe`` and -- given this model's own good-image
+    statistics -- its own ``threshold`` and ``score_stats`` in place of the fp32 ones."""
+    metadata = {**calibration.metadata, "precision": "int8"}
+    if score_stats is not None:
+        threshold = float(score_stats["image"]["threshold"])
+        if not math.isfinite(threshold):
+            raise QuantizationError(f"the INT8 model's threshold from its good-image scores is {threshold}")
+        metadata["threshold"] = repr(threshold)
+        metadata["score_stats"] = json.dumps(score_stats)
+        recipe["threshold"] = {
+            "int8": threshold,
+            "fp32": float(calibration.metadata["threshold"]),
+            "source": score_stats.get("threshold_source", "?"),
+        }
+    else:
+        recipe["threshold"] = {
+            "int8": float(calibration.metadata["threshold"]),
+            "fp32": float(calibration.metadata["threshold"]),
+            "source": "the fp32 model's, not re-derived (calibrate derives the INT8 model's own)",
+        }
+    metadata["int8_recipe"] = json.dumps(recipe)
+    onnx.helper.set_model_props(model, metadata)
+
+
+def _write(model: onnx.ModelProto, out: Path) -> Path:
     with atomic_path(out) as tmp_out:
         tmp_out.write_bytes(model.SerializeToString())
     return out
 
 
+def quantize_int8(
+    fp32_onnx: str | os.PathLike[str],
+    calib_source: CalibSource | CalibrationReader | Calibration = None,
+    out_path: str | os.PathLike[str] | None = None,
+    *,
+    method: str = DEFAULT_METHOD,
+    count: int = DEFAULT_COUNT,
+    exclude: str | Sequence[str] = DEFAULT_RECIPE,
+    per_channel: bool = True,
+    target: str = "tensorrt",
+    seed: int = 0,
+    selection: dict[str, Any] | None = None,
+    score_stats: dict[str, Any] | None = None,
+) -> Path:
+    """Quantize an exported fp32 model to a Q/DQ INT8 model; returns the path written.
+
+    ``calib_source``: None (the bundle's training images), a folder of good images, a list of files, a
+    :class:`CalibrationReader`, or a :class:`Calibration` from :func:`prepare_calibration` (reused as it is;
+    ``count`` and ``seed`` are then ignored). ``method``: one of :data:`METHODS`. ``exclude``: a recipe name
+    (:data:`RECIPES`) or a list of node-name patterns kept in float; the head stays float regardless.
+    ``target``: "tensorrt" (default) or "cpu" (see the module docstring). ``selection``: how the recipe was
+    chosen, recorded in the ``int8_recipe`` metadata. ``score_stats``: this INT8 model's own good-image
+    statistics (:func:`edge_ad.thresholds.good_image_statistics`); its threshold then replaces the fp32 one (without it
+    the fp32 threshold is kept and ``int8_recipe`` says so: :func:`~.report.calibrate` derives it).
+    ``out_path`` defaults to ``model.int8.onnx`` (``model.int8.cpu.onnx`` for the CPU target) beside the
+    fp32 model; it is written atomically, after ``onnx.checker`` (full), the TensorRT op check and the
+    float-head check passed.
+    """
+    _check_choice("calibration method", method, METHODS)
+    _check_choice("INT8 target", target, TARGETS)
+    fp32_path = Path(fp32_onnx)
+    if not isinstance(calib_source, Calibration):
+        calibration = prepare_calibration(fp32_path, calib_source, count=count, seed=seed)
+        try:
+            return quantize_int8(
+                fp32_path,
+                calibration,
+                out_path,
+                method=method,
+                exclude=exclude,
+                per_channel=per_channel,
+                target=target,
+                selection=selection,
+                score_stats=score_stats,
+            )
+        finally:
+            calibration.cleanup()
+    calibration = calib_source
+    if calibration.fp32_path.resolve() != fp32_path.resolve():
+        raise ValueError(f"the calibration was prepared for {calibration.fp32_path}, not {fp32_path}")
+    out = Path(out_path) if out_path is not None else fp32_path.parent / _default_name(target)
+    model, recipe = _quantize(calibration, method, exclude, target, per_channel)
+    if selection is not None:
+        recipe["selection"] = selection
+    if selection is not None or score_stats is not None:
+        _set_metadata(model, calibration, recipe, score_stats)
+    return _write(model, out)
+
+
+def _default_name(target: str) -> str:
+    return INT8_NAME if target == "tensorrt" else INT8_CPU_NAME
+
+
 # ----------------------------------------------------------------------------- measurement
 def evaluation_samples(eval_data: str | os.PathLike[str] | None, fp32_onnx: str | os.PathLike[str]) -> list[Sample]:
-    """The labelled test split to measure on: ``eval_data`` (a category folder), else the test split of the
-    category the bundle holding ``fp32_onnx`` was trained on."""
+    """A labelled test split (for benchmarks that report accuracy): ``eval_data`` (a category folder), else the
+    test split of the category the bundle holding ``fp32_onnx`` was trained on. The recipe choice never
+    uses this default: it reads labels only from an explicit ``eval_data`` (see :func:`measure_recipes`)."""
     if eval_data is None:
         bundle = Path(fp32_onnx).parent
         if not (bundle / CONFIG_NAME).is_file():
@@ -663,18 +726,23 @@ def evaluation_samples(eval_data: str | os.PathLike[str] | None, fp32_onnx: str 
 
 
 def _evaluate(path: Path, samples: Sequence[Sample], batch_size: int = 8) -> tuple[Scored, dict[str, dict[str, float]]]:
+    """Score a labelled split with an exported model (benchmarks; the calibration stage reads its sets once)."""
     runtime = OnnxRuntime(path, device="cpu")
     scored = score_samples(runtime, samples, runtime.preprocessing, batch_size=batch_size)
     return scored, metrics_by_defect(scored)
 
 
-def score_deviation(fp32: Scored, int8: Scored) -> dict[str, float]:
-    """How far INT8 moved the outputs: max/mean absolute change of image scores and of anomaly maps, raw and
-    as a fraction of the fp32 range (max - min) of each."""
-    d_score = np.abs(int8.image_scores.astype(np.float64) - fp32.image_scores)
-    d_map = np.abs(int8.maps.astype(np.float64) - fp32.maps)
-    score_range = max(float(np.ptp(fp32.image_scores)), 1e-12)
-    map_range = max(float(np.ptp(fp32.maps)), 1e-12)
+def output_deviation(
+    fp32_scores: np.ndarray, fp32_maps: np.ndarray, scores: np.ndarray, maps: np.ndarray
+) -> dict[str, float]:
+    """How far a model moved the outputs: max/mean absolute change of image scores and of anomaly maps, raw and
+    as a fraction of the fp32 range (max - min) of each; ``image_score_mean_per_map_range`` puts the score
+    change on the maps' range (an image score is a map's maximum: same units, and a few good images' score
+    range is too narrow and too noisy to divide by)."""
+    d_score = np.abs(scores.astype(np.float64) - fp32_scores)
+    d_map = np.abs(maps.astype(np.float64) - fp32_maps)
+    score_range = max(float(np.ptp(fp32_scores)), 1e-12)
+    map_range = max(float(np.ptp(fp32_maps)), 1e-12)
     return {
         "image_score_max_abs": float(d_score.max()),
         "image_score_mean_abs": float(d_score.mean()),
@@ -684,7 +752,13 @@ def score_deviation(fp32: Scored, int8: Scored) -> dict[str, float]:
         "fp32_map_range": map_range,
         "image_score_mean_rel": float(d_score.mean() / score_range),
         "map_mean_rel": float(d_map.mean() / map_range),
+        "image_score_mean_per_map_range": float(d_score.mean() / map_range),
     }
+
+
+def score_deviation(fp32: Scored, int8: Scored) -> dict[str, float]:
+    """:func:`output_deviation` of two scored splits."""
+    return output_deviation(fp32.image_scores, fp32.maps, int8.image_scores, int8.maps)
 
 
 def _losses(fp32: dict[str, float], int8: dict[str, float]) -> dict[str, float]:
@@ -692,8 +766,16 @@ def _losses(fp32: dict[str, float], int8: dict[str, float]) -> dict[str, float]:
     return {k: float(fp32[k] - int8[k]) for k in ("image_auroc", "pixel_auroc", "aupro") if k in fp32 and k in int8}
 
 
+def _fastest_then_closest(
+    passing: Sequence[dict[str, Any]], fidelity: Callable[[dict[str, Any]], float]
+) -> dict[str, Any]:
+    fastest = max(c["int8_mac_fraction"] for c in passing)
+    fast = [c for c in passing if c["int8_mac_fraction"] >= fastest - SAME_SPEED]
+    return min(fast, key=lambda c: (fidelity(c), -c["int8_mac_fraction"]))
+
+
 def choose_candidate(candidates: Sequence[dict[str, Any]], tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
-    """The measured choice among (method, recipe) candidates.
+    """The measured choice among (method, recipe) candidates on a labelled set (``--eval-data``).
 
     1. Gate: image AUROC loss and pixel AUROC loss (fp32 - INT8) both <= ``tolerance``.
     2. Speed: among those that pass, the ones whose INT8 share of the MACs is within :data:`SAME_SPEED` of the
@@ -715,9 +797,243 @@ def choose_candidate(candidates: Sequence[dict[str, Any]], tolerance: float = DE
 
     if not passing:
         return min(candidates, key=lambda c: (worst_loss(c), fidelity(c)))
-    fastest = max(c["int8_mac_fraction"] for c in passing)
-    fast = [c for c in passing if c["int8_mac_fraction"] >= fastest - SAME_SPEED]
-    return min(fast, key=lambda c: (fidelity(c), -c["int8_mac_fraction"]))
+    return _fastest_then_closest(passing, fidelity)
+
+
+def good_fidelity(candidate: dict[str, Any]) -> float:
+    """Mean change of image scores plus mean change of maps on good images, both over the fp32 maps' range."""
+    d = candidate["good_deviation"]
+    return d["image_score_mean_per_map_range"] + d["map_mean_rel"]
+
+
+def _within_good_tolerance(deviation: dict[str, float], tolerance: float) -> bool:
+    return max(deviation["image_score_mean_per_map_range"], deviation["map_mean_rel"]) <= tolerance + 1e-12
+
+
+def choose_without_labels(
+    candidates: Sequence[dict[str, Any]], tolerance: float = DEFAULT_GOOD_TOLERANCE
+) -> dict[str, Any]:
+    """The choice without any label: how close each candidate stays to fp32 on held-out good images.
+
+    1. Gate: the mean change of image scores and the mean change of anomaly maps, each as a share of the fp32
+       maps' range on those images, both <= ``tolerance``.
+    2. Speed: as :func:`choose_candidate` (the highest INT8 share of the MACs, within :data:`SAME_SPEED`).
+    3. Fidelity: the smallest sum of the two changes (:func:`good_fidelity`).
+    If nothing passes, the closest candidate is returned (``within_tolerance`` False in it).
+    """
+    if not candidates:
+        raise ValueError("no candidates to choose from")
+    passing = [c for c in candidates if c["within_tolerance"]]
+    if not passing:
+        return min(candidates, key=good_fidelity)
+    return _fastest_then_closest(passing, good_fidelity)
+
+
+@dataclass
+class Measurement:
+    """What :func:`measure` found: the JSON-friendly ``result``, the chosen candidate (its quantized file kept in a
+    temporary folder until :meth:`cleanup`), the reference's outputs and the sets measured on."""
+
+    result: dict[str, Any]
+    calibration: Calibration
+    selection: ImageSet
+    labelled: ImageSet | None
+    chosen: dict[str, Any]
+    chosen_path: Path
+    chosen_recipe: dict[str, Any]
+    chosen_metrics: dict[str, dict[str, float]] | None
+    fp32_stats: dict[str, Any]
+    fp32_metrics: dict[str, dict[str, float]] | None
+    _tmp: tempfile.TemporaryDirectory[str]
+
+    def cleanup(self, calibration: bool = True) -> None:
+        self._tmp.cleanup()
+        if calibration:
+            self.calibration.cleanup()
+
+
+def selection_sets(
+    fp32_onnx: str | os.PathLike[str],
+    calib_source: CalibSource | CalibrationReader | Calibration = None,
+    eval_data: str | os.PathLike[str] | None = None,
+    *,
+    count: int = DEFAULT_COUNT,
+    seed: int = 0,
+    model: ModelInfo | None = None,
+) -> tuple[Calibration, ImageSet, ImageSet | None, float]:
+    """Calibration statistics and the sets to choose on, each read once: ``(calibration, held-out good images,
+    labelled --eval-data set or None, k of the threshold rule)``. Calibration never sees the held-out images."""
+    fp32_path = Path(fp32_onnx)
+    info_model = model_info(model if model is not None else fp32_path)
+    bundle_dir = fp32_path.parent
+    bundle = read_bundle(bundle_dir, verify_weights=False) if (bundle_dir / CONFIG_NAME).is_file() else None
+    held = bundle_holdout(bundle) if bundle is not None else None
+    if held is not None:
+        kind, folder, paths = held
+        exclude = paths if kind == HOLDOUT else []
+        if isinstance(calib_source, (Calibration, CalibrationReader)):  # made by the caller: check, do not redo
+            given = calib_source.reader_info if isinstance(calib_source, Calibration) else calib_source.describe()
+            overlap = {p.name for p in exclude} & set(given["names"])
+            if overlap and Path(given["folder"]).resolve() == Path(folder).resolve():
+                raise ValueError(
+                    f"the calibration images include {len(overlap)} of the bundle's held-out good images "
+                    f"(e.g. {sorted(overlap)[0]}), which choose the recipe and set the INT8 threshold"
+                )
+        if isinstance(calib_source, Calibration):
+            calibration = calib_source
+        else:
+            reader = (
+                calib_source
+                if isinstance(calib_source, CalibrationReader)
+                else CalibrationReader(info_model, calib_source, count=count, seed=seed, exclude=exclude)
+            )
+            calibration = Calibration(fp32_path, reader)
+    else:
+        if isinstance(calib_source, (Calibration, CalibrationReader)):
+            raise ValueError(
+                f"{fp32_path}: no bundle with held-out good images beside it; pass the calibration images as a "
+                "folder or a file list, so that a share of them can be held out to choose the recipe"
+            )
+        folder, candidates = calibration_images(calib_source, fp32_path)
+        rest, paths = split_source(candidates, seed, MIN_IMAGES)
+        kind = "calibration-source images held out (the bundle records no held-out good images)"
+        calibration = Calibration(fp32_path, CalibrationReader(info_model, rest, count=count, seed=seed))
+    try:
+        selection = good_set(paths, info_model.preprocessing, kind, folder)
+        labelled = labelled_set(eval_data, info_model.preprocessing) if eval_data is not None else None
+        sigmas = threshold_sigmas(bundle)
+    except BaseException:
+        if calibration is not calib_source:
+            calibration.cleanup()
+        raise
+    return calibration, selection, labelled, sigmas
+
+
+def _score_stats(stats: dict[str, Any], selection: ImageSet, who: str, fp32_threshold: float) -> dict[str, Any]:
+    """Good-image statistics as an artifact's ``score_stats``, saying where its threshold comes from."""
+    return {
+        **stats,
+        "threshold_source": f"{selection.kind}: {len(selection.paths)} in {selection.folder}, {who}",
+        "fp32_threshold": fp32_threshold,
+    }
+
+
+def measure(
+    fp32_onnx: str | os.PathLike[str],
+    calibration: Calibration,
+    selection: ImageSet,
+    labelled: ImageSet | None = None,
+    *,
+    methods: Sequence[str] = METHODS,
+    recipes: Sequence[str] = tuple(RECIPES),
+    tolerance: float | None = None,
+    target: str = "tensorrt",
+    sigmas: float = 3.0,
+    batch_size: int = 8,
+) -> Measurement:
+    """Quantize every (method, recipe) pair once, run each once on the sets, and choose one.
+
+    Each candidate's outputs on the held-out good images give its own threshold (the bundle's rule,
+    :func:`edge_ad.thresholds.good_image_statistics`) and its closeness to fp32; on a labelled set (only when given)
+    also its metrics. The choice is :func:`choose_without_labels` (default) or, with a labelled set,
+    :func:`choose_candidate`. Candidates' metrics and deviations are kept, so nothing is evaluated twice.
+    """
+    if not methods or not recipes:
+        raise ValueError("measure_recipes needs at least one method and one recipe")
+    for m in methods:
+        _check_choice("calibration method", m, METHODS)
+    for r in recipes:
+        _check_choice("INT8 recipe", r, tuple(RECIPES))
+    _check_choice("INT8 target", target, TARGETS)
+    if tolerance is None:
+        tolerance = DEFAULT_TOLERANCE if labelled is not None else DEFAULT_GOOD_TOLERANCE
+    fp32_path = Path(fp32_onnx)
+    fp32_threshold = float(calibration.metadata["threshold"])
+    sets = [selection] + ([labelled] if labelled is not None else [])
+    fp32_out = run_model(OnnxRuntime(fp32_path, device="cpu"), sets, "evaluate fp32 (reference)", sigmas, batch_size)
+    fp32_metrics = labelled_metrics(labelled, fp32_out[1]) if labelled is not None else None
+    pairs = [(m, r) for m in methods for r in recipes]
+    tmp = tempfile.TemporaryDirectory(prefix="edge-ad-int8-measure-")
+    candidates: list[dict[str, Any]] = []
+    kept: list[tuple[Path, dict[str, Any], dict[str, dict[str, float]] | None]] = []
+    try:
+        for index, (method, recipe) in enumerate(pairs, 1):
+            path = Path(tmp.name) / f"{method}.{recipe}.onnx"
+            model, recipe_meta = _quantize(calibration, method, recipe, target)
+            mac_fraction = int8_mac_fraction(model, calibration.macs)
+            _write(model, path)
+            del model
+            label = f"evaluate int8 {method}/{recipe} ({index}/{len(pairs)})"
+            out = run_model(OnnxRuntime(path, device="cpu"), sets, label, sigmas, batch_size)
+            assert out[0].stats is not None
+            good_dev = output_deviation(fp32_out[0].scores, fp32_out[0].maps, out[0].scores, out[0].maps)
+            candidate: dict[str, Any] = {
+                "method": method,
+                "recipe": recipe,
+                "threshold": out[0].stats["image"]["threshold"],
+                "score_stats": _score_stats(
+                    out[0].stats, selection, f"scored by this INT8 model ({method}/{recipe})", fp32_threshold
+                ),
+                "good_deviation": good_dev,
+                "int8_mac_fraction": mac_fraction,
+            }
+            metrics = None
+            if labelled is not None and fp32_metrics is not None:
+                metrics = labelled_metrics(labelled, out[1])
+                loss = _losses(fp32_metrics["overall"], metrics["overall"])
+                candidate.update(
+                    metrics=metrics["overall"],
+                    loss=loss,
+                    deviation=output_deviation(fp32_out[1].scores, fp32_out[1].maps, out[1].scores, out[1].maps),
+                    within_tolerance=all(loss.get(k, 0.0) <= tolerance + 1e-12 for k in ("image_auroc", "pixel_auroc")),
+                )
+            else:
+                candidate.update(deviation=good_dev, within_tolerance=_within_good_tolerance(good_dev, tolerance))
+            candidates.append(candidate)
+            kept.append((path, recipe_meta, metrics))
+        choose = choose_candidate if labelled is not None else choose_without_labels
+        chosen = choose(candidates, tolerance)
+    except BaseException:
+        tmp.cleanup()
+        raise
+    chosen_index = candidates.index(chosen)
+    for index, (path, _, _) in enumerate(kept):
+        if index != chosen_index:
+            path.unlink(missing_ok=True)
+    if labelled is not None:
+        rule = (
+            f"labels of --eval-data: image and pixel AUROC loss <= {tolerance:g}; then the highest INT8 share of "
+            f"MACs (within {SAME_SPEED:g}); then the smallest relative change of image scores + maps"
+        )
+    else:
+        rule = (
+            f"no labels: on the held-out good images, mean change of image scores and of maps <= {tolerance:g} of "
+            f"the fp32 maps' range; then the highest INT8 share of MACs (within {SAME_SPEED:g}); then the "
+            "smallest sum of the two changes"
+        )
+    assert fp32_out[0].stats is not None
+    fp32_stats = _score_stats(fp32_out[0].stats, selection, "scored by the fp32 ONNX model", fp32_threshold)
+    result = {
+        "selection": {k: v for k, v in selection.describe().items()},
+        "labels_used": labelled is not None,
+        "fp32": fp32_metrics["overall"] if fp32_metrics is not None else None,
+        "fp32_threshold": {
+            "bundle": fp32_threshold,
+            "onnx": fp32_stats["image"]["threshold"],
+        },
+        "candidates": candidates,
+        "chosen": {k: chosen[k] for k in ("method", "recipe", "within_tolerance")},
+        "rule": rule,
+        "tolerance": tolerance,
+        "target": target,
+        "eval": {k: v for k, v in labelled.describe().items() if k != "names"} if labelled is not None else None,
+        "calibration": {k: v for k, v in calibration.reader_info.items() if k != "names"},
+        "evaluations": {"fp32": 1, "candidates": len(pairs), "images_per_run": sum(len(s.data) for s in sets)},
+    }
+    path, recipe_meta, metrics = kept[chosen_index]
+    return Measurement(
+        result, calibration, selection, labelled, chosen, path, recipe_meta, metrics, fp32_stats, fp32_metrics, tmp
+    )
 
 
 def measure_recipes(
@@ -729,86 +1045,34 @@ def measure_recipes(
     recipes: Sequence[str] = tuple(RECIPES),
     count: int = DEFAULT_COUNT,
     seed: int = 0,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float | None = None,
     target: str = "tensorrt",
     batch_size: int = 8,
 ) -> dict[str, Any]:
-    """Quantize every (method, recipe) pair, evaluate each against fp32 and choose one (:func:`choose_candidate`).
+    """Quantize every (method, recipe) pair, measure each against fp32 and choose one (see :func:`measure`).
 
-    Returns ``{"fp32": metrics, "candidates": [...], "chosen": {...}, "rule": str, "tolerance", "eval": {...},
-    "calibration": {...}}``; each candidate holds its method, recipe, overall metrics, losses vs fp32,
-    deviation (:func:`score_deviation`), INT8 share of the MACs and whether it is within tolerance.
-    The evaluation set needs labels; by default it is the test split of the bundle's category (then the
-    choice among a handful of candidates uses that split's labels: report numbers from another split when
-    you have one).
+    By default the choice reads no label: it is made on the bundle's held-out good images
+    (:func:`choose_without_labels`). ``eval_data`` (a category folder with a labelled test split) switches to
+    the labelled rule (:func:`choose_candidate`); the result's ``selection``/``labels_used`` say which.
     """
-    result, calibration, *_ = _measure(
-        fp32_onnx, calib_source, eval_data, methods, recipes, count, seed, tolerance, target, batch_size
+    calibration, selection, labelled, sigmas = selection_sets(
+        fp32_onnx, calib_source, eval_data, count=count, seed=seed
     )
-    if calibration is not calib_source:
-        calibration.cleanup()
-    return result
-
-
-def _measure(
-    fp32_onnx: str | os.PathLike[str],
-    calib_source: CalibSource | CalibrationReader | Calibration,
-    eval_data: str | os.PathLike[str] | None,
-    methods: Sequence[str],
-    recipes: Sequence[str],
-    count: int,
-    seed: int,
-    tolerance: float,
-    target: str,
-    batch_size: int,
-) -> tuple[dict[str, Any], Calibration, list[Sample], Scored, dict[str, dict[str, float]]]:
-    if not methods or not recipes:
-        raise ValueError("measure_recipes needs at least one method and one recipe")
-    for m in methods:
-        _check_choice("calibration method", m, METHODS)
-    for r in recipes:
-        _check_choice("INT8 recipe", r, tuple(RECIPES))
-    fp32_path = Path(fp32_onnx)
-    calibration = (
-        calib_source
-        if isinstance(calib_source, Calibration)
-        else prepare_calibration(fp32_path, calib_source, count=count, seed=seed)
-    )
-    samples = evaluation_samples(eval_data, fp32_path)
-    fp32_scored, fp32_metrics = _evaluate(fp32_path, samples, batch_size)
-    candidates = []
-    with tempfile.TemporaryDirectory(prefix="edge-ad-int8-measure-") as tmp:
-        for method in methods:
-            for recipe in recipes:
-                path = Path(tmp) / f"{method}.{recipe}.onnx"
-                quantize_int8(fp32_path, calibration, path, method=method, exclude=recipe, target=target)
-                scored, metrics = _evaluate(path, samples, batch_size)
-                loss = _losses(fp32_metrics["overall"], metrics["overall"])
-                within = all(loss.get(k, 0.0) <= tolerance + 1e-12 for k in ("image_auroc", "pixel_auroc"))
-                candidates.append(
-                    {
-                        "method": method,
-                        "recipe": recipe,
-                        "metrics": metrics["overall"],
-                        "loss": loss,
-                        "deviation": score_deviation(fp32_scored, scored),
-                        "int8_mac_fraction": int8_mac_fraction(onnx.load(str(path)), calibration.macs),
-                        "within_tolerance": within,
-                    }
-                )
-                path.unlink()
-    chosen = choose_candidate(candidates, tolerance)
-    result = {
-        "fp32": fp32_metrics["overall"],
-        "candidates": candidates,
-        "chosen": {k: chosen[k] for k in ("method", "recipe", "within_tolerance")},
-        "rule": (
-            f"image and pixel AUROC loss <= {tolerance:g}; then the highest INT8 share of MACs "
-            f"(within {SAME_SPEED:g}); then the smallest relative change of image scores + maps"
-        ),
-        "tolerance": tolerance,
-        "target": target,
-        "eval": {"images": len(samples), "anomalous": sum(s.label for s in samples)},
-        "calibration": {k: v for k, v in calibration.reader_info.items() if k != "names"},
-    }
-    return result, calibration, samples, fp32_scored, fp32_metrics
+    try:
+        measured = measure(
+            fp32_onnx,
+            calibration,
+            selection,
+            labelled,
+            methods=methods,
+            recipes=recipes,
+            tolerance=tolerance,
+            target=target,
+            sigmas=sigmas,
+            batch_size=batch_size,
+        )
+        measured.cleanup(calibration=False)
+        return measured.result
+    finally:
+        if calibration is not calib_source:
+            calibration.cleanup()

@@ -1,15 +1,16 @@
 """The accuracy cost of INT8, written down: ``calibration_report.json`` + ``calibration_report.md``.
 
-:func:`calibrate` is the one-call stage: export the fp32 ONNX if the bundle has none, collect calibration
-statistics once, measure every (method, recipe) candidate on the evaluation set (at least two calibration
-methods unless one is named), quantize the chosen one to ``model.int8.onnx``, evaluate that file against
-fp32 with :class:`~edge_ad.runtimes.onnx_runtime.OnnxRuntime`, and write the report beside it. Torch is only
-imported when the fp32 export is missing.
+:func:`calibrate` is the one-call stage: export the fp32 ONNX if the bundle has none (or a stale one), read the
+calibration images, the bundle's held-out good images and (only with ``eval_data``) a labelled split once each,
+collect calibration statistics once, quantize every (method, recipe) candidate once and run each once, choose --
+without labels by default (:func:`~.quantize.choose_without_labels`), on ``eval_data``'s labels when given -- and
+write the chosen model, with its own threshold from its own scores on the held-out good images, to
+``model.int8.onnx``, the report beside it. The report names the data the choice was made on. Torch is imported
+for the bundle's threshold rule (its function lives in the trainer) and to export a missing fp32 model.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,15 +21,16 @@ import onnx
 from edge_ad.bundle import WEIGHTS_NAME, read_bundle
 from edge_ad.io import atomic_write_json, atomic_write_text
 
+from .calibration_data import DEFAULT_COUNT, model_info
 from .quantize import (
-    DEFAULT_TOLERANCE,
     METHODS,
     RECIPES,
-    _evaluate,
-    _measure,
+    _default_name,
+    _set_metadata,
+    _write,
     int8_mac_fraction,
-    quantize_int8,
-    score_deviation,
+    measure,
+    selection_sets,
     unquantized_layers,
 )
 
@@ -47,35 +49,10 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def _markdown(report: dict[str, Any]) -> str:
-    cal, dev = report["calibration"], report["deviation"]
-    lines = [
-        "# INT8 calibration report",
+def _deviation_rows(title: str, dev: Mapping[str, float]) -> list[str]:
+    return [
         "",
-        f"- fp32 model: `{report['models']['fp32']}`",
-        f"- INT8 model: `{report['models']['int8']}` (target: {report['target']})",
-        f"- method: **{report['method']}**, recipe: **{report['recipe']}** "
-        f"(kept in float: {', '.join(report['excluded_parts']) or '-'})",
-        f"- INT8 share of the weighted layers' MACs: {_fmt(report.get('int8_mac_fraction'), 3)}",
-        f"- calibration images: {cal['count']} good images from `{cal['folder']}` "
-        f"(seed {cal.get('seed')}, sha256 of names `{str(cal.get('images_sha256', ''))[:16]}...`)",
-        f"- evaluation set: {report['eval'].get('images', '?')} test images "
-        f"({report['eval'].get('anomalous', '?')} anomalous) from `{report['eval'].get('folder', '?')}`",
-        "",
-        "## Accuracy, FP32 vs INT8",
-        "",
-        "| subset | metric | FP32 | INT8 | change |",
-        "|---|---|---|---|---|",
-    ]
-    for subset, fp32 in report["fp32"].items():
-        int8 = report["int8"].get(subset, {})
-        for metric in _METRICS:
-            if metric in fp32 and metric in int8:
-                change = int8[metric] - fp32[metric]
-                lines.append(f"| {subset} | {metric} | {_fmt(fp32[metric])} | {_fmt(int8[metric])} | {change:+.4f} |")
-    lines += [
-        "",
-        "## Output change (INT8 - FP32)",
+        f"## Output change (INT8 - FP32), {title}",
         "",
         "| output | max abs | mean abs | fp32 range | mean abs / range |",
         "|---|---|---|---|---|",
@@ -83,51 +60,101 @@ def _markdown(report: dict[str, Any]) -> str:
         f"{_fmt(dev['fp32_image_score_range'])} | {_fmt(dev['image_score_mean_rel'])} |",
         f"| anomaly map | {_fmt(dev['map_max_abs'])} | {_fmt(dev['map_mean_abs'])} | "
         f"{_fmt(dev['fp32_map_range'])} | {_fmt(dev['map_mean_rel'])} |",
-        "",
-        "## Layers left in float",
-        "",
     ]
+
+
+def _excluded(cal: Mapping[str, Any]) -> str:
+    n = int(cal.get("excluded") or 0)
+    return f": {n} of them removed from the calibration source" if n else ""
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    cal, sel, th = report["calibration"], report["selection"], report["threshold"]
+    lines = [
+        "# INT8 calibration report",
+        "",
+        f"- fp32 model: `{report['models']['fp32']}`",
+        f"- INT8 model: `{report['models']['int8']}` (target: {report['target']})",
+        f"- method: **{report['method']}**, recipe: **{report['recipe']}** "
+        f"(kept in float: {', '.join(report['excluded_parts']) or '-'})",
+        f"- recipe chosen on: **{sel['summary']}**",
+        f"- INT8 share of the weighted layers' MACs: {_fmt(report.get('int8_mac_fraction'), 3)}",
+        f"- calibration images: {cal['count']} good images from `{cal['folder']}` "
+        f"(seed {cal.get('seed')}, sha256 of names `{str(cal.get('images_sha256', ''))[:16]}...`; "
+        f"never the held-out images{_excluded(cal)})",
+        f"- threshold: fp32 {_fmt(th['fp32'])} (bundle) -> INT8 **{_fmt(th['int8'])}** "
+        f"({th['change']:+.4f}); {th['rule']}",
+    ]
+    if report.get("eval"):
+        lines.append(
+            f"- labelled evaluation set: {report['eval'].get('images', '?')} test images "
+            f"({report['eval'].get('anomalous', '?')} anomalous) from `{report['eval'].get('folder', '?')}`"
+        )
+    else:
+        lines.append("- no labelled evaluation: pass `--eval-data DIR` to measure AUROC (and choose on its labels)")
+    if report.get("fp32") and report.get("int8"):
+        lines += ["", "## Accuracy, FP32 vs INT8", "", "| subset | metric | FP32 | INT8 | change |"]
+        lines.append("|---|---|---|---|---|")
+        for subset, fp32 in report["fp32"].items():
+            int8 = report["int8"].get(subset, {})
+            for metric in _METRICS:
+                if metric in fp32 and metric in int8:
+                    change = int8[metric] - fp32[metric]
+                    lines.append(
+                        f"| {subset} | {metric} | {_fmt(fp32[metric])} | {_fmt(int8[metric])} | {change:+.4f} |"
+                    )
+    good = sel.get("good", sel)  # with --eval-data, the held-out good images are described under "good"
+    lines += _deviation_rows(f"{good['images']} {good['data']}", report["good_deviation"])
+    if report.get("eval"):
+        lines += _deviation_rows("labelled evaluation set", report["deviation"])
+    lines += ["", "## Layers left in float", ""]
     for part, names in report["unquantized_layers"].items():
         lines.append(f"- {part} ({len(names)}): " + ", ".join(f"`{n}`" for n in names))
     if not report["unquantized_layers"]:
         lines.append("- none")
     candidates = report.get("candidates") or []
     if candidates:
-        lines += [
-            "",
-            "## Candidates measured",
-            "",
-            f"Rule: {report.get('rule', '-')}",
-            "",
-            "| method | recipe | image AUROC | pixel AUROC | AUPRO | image loss | pixel loss | "
-            "score change (rel) | map change (rel) | INT8 MACs | within tolerance |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
+        lines += ["", "## Candidates measured (each quantized and run once)", "", f"Rule: {report.get('rule')}", ""]
+        labelled = "metrics" in candidates[0]
+        head = "| method | recipe | threshold | good: score change / map range | good: map change (rel) | "
+        if labelled:
+            head += "image AUROC | pixel AUROC | AUPRO | image loss | pixel loss | "
+        head += "INT8 MACs | within tolerance |"
+        lines += [head, "|---" * (head.count("|") - 1) + "|"]
         for c in candidates:
-            m, loss, d = c["metrics"], c["loss"], c["deviation"]
+            g = c["good_deviation"]
             chosen = " (chosen)" if (c["method"], c["recipe"]) == (report["method"], report["recipe"]) else ""
-            lines.append(
-                f"| {c['method']}{chosen} | {c['recipe']} | {_fmt(m.get('image_auroc'))} | "
-                f"{_fmt(m.get('pixel_auroc'))} | {_fmt(m.get('aupro'))} | {_fmt(loss.get('image_auroc'))} | "
-                f"{_fmt(loss.get('pixel_auroc'))} | {_fmt(d['image_score_mean_rel'])} | {_fmt(d['map_mean_rel'])} | "
-                f"{_fmt(c['int8_mac_fraction'], 3)} | {c['within_tolerance']} |"
+            row = (
+                f"| {c['method']}{chosen} | {c['recipe']} | {_fmt(c['threshold'])} | "
+                f"{_fmt(g['image_score_mean_per_map_range'])} | {_fmt(g['map_mean_rel'])} | "
             )
+            if labelled:
+                m, loss = c["metrics"], c["loss"]
+                row += (
+                    f"{_fmt(m.get('image_auroc'))} | {_fmt(m.get('pixel_auroc'))} | {_fmt(m.get('aupro'))} | "
+                    f"{_fmt(loss.get('image_auroc'))} | {_fmt(loss.get('pixel_auroc'))} | "
+                )
+            lines.append(row + f"{_fmt(c['int8_mac_fraction'], 3)} | {c['within_tolerance']} |")
     lines += ["", "## Calibration images", "", ", ".join(cal.get("names", [])) or "-", ""]
     if cal.get("skipped"):
         lines += ["Skipped (unreadable): " + "; ".join(cal["skipped"]), ""]
+    lines += [f"## Images the thresholds come from ({good['data']})", "", ", ".join(good.get("names", [])) or "-", ""]
     return "\n".join(lines)
 
 
 def write_report(
     out_dir: str | os.PathLike[str],
-    fp32_metrics: Mapping[str, Mapping[str, float]],
-    int8_metrics: Mapping[str, Mapping[str, float]],
+    fp32_metrics: Mapping[str, Mapping[str, float]] | None,
+    int8_metrics: Mapping[str, Mapping[str, float]] | None,
     *,
     method: str,
     recipe: str,
     calibration: Mapping[str, Any],
-    deviation: Mapping[str, float],
+    selection: Mapping[str, Any],
+    threshold: Mapping[str, Any],
+    good_deviation: Mapping[str, float],
     unquantized: Mapping[str, Sequence[str]],
+    deviation: Mapping[str, float] | None = None,
     excluded_parts: Sequence[str] = (),
     target: str = "tensorrt",
     models: Mapping[str, str] | None = None,
@@ -139,13 +166,28 @@ def write_report(
     """Write ``calibration_report.json`` and ``calibration_report.md`` into ``out_dir``; returns the report.
 
     ``fp32_metrics``/``int8_metrics``: :func:`edge_ad.evaluate.metrics_by_defect` output ("overall" and one
-    entry per defect type). ``calibration``: :meth:`CalibrationReader.describe` (count, names, folder, seed,
-    hash). ``deviation``: :func:`~edge_ad.calibration.quantize.score_deviation`. ``unquantized``: the float
-    layers by part (:func:`~edge_ad.calibration.quantize.unquantized_layers`).
+    entry per defect type) on the labelled ``--eval-data`` set, or None for both when no labels were used.
+    ``calibration``: :meth:`CalibrationReader.describe`. ``selection``: :meth:`~.selection.ImageSet.describe` of
+    the images the recipe was chosen on (its ``summary`` names them: "held-out good images, N, no labels" or
+    "--eval-data DIR, labels"). ``threshold``: ``fp32``, ``int8``, ``rule``. ``good_deviation``/``deviation``:
+    :func:`~edge_ad.calibration.quantize.output_deviation` on the good images / the labelled set.
+    ``unquantized``: the float layers by part (:func:`~edge_ad.calibration.quantize.unquantized_layers`).
     """
-    if "overall" not in fp32_metrics or "overall" not in int8_metrics:
+    if (fp32_metrics is None) != (int8_metrics is None):
+        raise ValueError("give fp32_metrics and int8_metrics both (a labelled set) or neither")
+    if fp32_metrics is not None and ("overall" not in fp32_metrics or "overall" not in int8_metrics):  # type: ignore[operator]
         raise ValueError("fp32_metrics and int8_metrics must hold an 'overall' entry (metrics_by_defect output)")
-    overall_fp32, overall_int8 = fp32_metrics["overall"], int8_metrics["overall"]
+    th = {**threshold, "change": float(threshold["int8"]) - float(threshold["fp32"])}
+    summary: dict[str, Any] = {"threshold": {"fp32": th["fp32"], "int8": th["int8"], "change": th["change"]}}
+    if fp32_metrics is not None and int8_metrics is not None:
+        overall_fp32, overall_int8 = fp32_metrics["overall"], int8_metrics["overall"]
+        for metric in ("image_auroc", "pixel_auroc", "aupro"):
+            if metric in overall_fp32 and metric in overall_int8:
+                summary[metric] = {
+                    "fp32": overall_fp32[metric],
+                    "int8": overall_int8[metric],
+                    "change": overall_int8[metric] - overall_fp32[metric],
+                }
     report: dict[str, Any] = {
         "method": method,
         "recipe": recipe,
@@ -153,24 +195,20 @@ def write_report(
         "excluded_parts": list(excluded_parts),
         "int8_mac_fraction": int8_mac_fraction,
         "models": dict(models or {"fp32": "?", "int8": "?"}),
+        "selection": dict(selection),
+        "labels_used": bool(selection.get("labels")),
+        "threshold": th,
         "calibration": {
             "count": int(calibration.get("count", len(calibration.get("names", [])))),
             "names": list(calibration.get("names", [])),
             **{k: v for k, v in calibration.items() if k not in ("count", "names")},
         },
-        "eval": dict(eval_info or {}),
-        "summary": {
-            metric: {
-                "fp32": overall_fp32[metric],
-                "int8": overall_int8[metric],
-                "change": overall_int8[metric] - overall_fp32[metric],
-            }
-            for metric in ("image_auroc", "pixel_auroc", "aupro")
-            if metric in overall_fp32 and metric in overall_int8
-        },
-        "fp32": {k: dict(v) for k, v in fp32_metrics.items()},
-        "int8": {k: dict(v) for k, v in int8_metrics.items()},
-        "deviation": dict(deviation),
+        "eval": dict(eval_info) if eval_info else None,
+        "summary": summary,
+        "fp32": {k: dict(v) for k, v in fp32_metrics.items()} if fp32_metrics is not None else None,
+        "int8": {k: dict(v) for k, v in int8_metrics.items()} if int8_metrics is not None else None,
+        "good_deviation": dict(good_deviation),
+        "deviation": dict(deviation if deviation is not None else good_deviation),
         "unquantized_layers": {k: list(v) for k, v in unquantized.items()},
     }
     if candidates is not None:
@@ -182,11 +220,10 @@ def write_report(
     return report
 
 
-def _stale(fp32: Path, bundle: Path) -> bool:
-    """True when the fp32 export was made from other weights than the bundle's current ones."""
+def _stale(metadata: Mapping[str, str], bundle: Path) -> bool:
+    """True when an export (its metadata, already read) was made from other weights than the bundle's current ones."""
     recorded = read_bundle(bundle, verify_weights=False).raw.get("files", {}).get(WEIGHTS_NAME)
-    meta = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
-    return bool(recorded) and meta.get("bundle_weights_sha256") != recorded
+    return bool(recorded) and metadata.get("bundle_weights_sha256") != recorded
 
 
 def calibrate(
@@ -194,85 +231,116 @@ def calibrate(
     calib_data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     eval_data: str | os.PathLike[str] | None = None,
     method: str | None = None,
-    count: int = 128,
+    count: int = DEFAULT_COUNT,
     *,
     methods: Sequence[str] | None = None,
     recipes: Sequence[str] | None = None,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float | None = None,
     target: str = "tensorrt",
     seed: int = 0,
     out_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Calibrate, quantize, measure and report a bundle's INT8 model; returns the report dict.
 
-    ``calib_data``: good images (default: the bundle's training images). ``eval_data``: a category folder
-    with a labelled test split (default: the bundle's category). ``method``: fix the calibration method;
-    by default every method in ``methods`` (default all of :data:`METHODS`) is compared on the evaluation
-    set and the choice is made by measurement, as is the recipe among ``recipes`` (default all). The
-    INT8 model goes to ``out_path`` (default ``BUNDLE/model.int8.onnx``), the report beside it. The fp32
-    ONNX is exported first when the bundle has none, or has one made from other weights.
+    ``calib_data``: good images (default: the bundle's training images; the bundle's held-out good images are
+    never calibrated on). ``eval_data``: a category folder with a labelled test split; only then are labels
+    read, the choice made on them and AUROC reported -- by default the choice is made without labels on the
+    held-out good images. ``method``: fix the calibration method; by default every method in ``methods``
+    (default all of :data:`METHODS`) is compared, as is the recipe among ``recipes`` (default all).
+    ``tolerance``: of the rule in use (AUROC loss with labels, relative output change without). The INT8
+    model goes to ``out_path`` (default ``BUNDLE/model.int8.onnx``) with its own threshold, the report beside
+    it. The fp32 ONNX is exported first when the bundle has none, or has one made from other weights.
     """
     bundle = Path(bundle_dir)
     fp32 = bundle / "model.fp32.onnx"
-    if not fp32.is_file() or _stale(fp32, bundle):
+    info = model_info(fp32) if fp32.is_file() else None
+    if info is None or _stale(info.metadata, bundle):
         from edge_ad.export.onnx_export import export_onnx  # needs torch: only when the fp32 export is missing
 
         export_onnx(bundle, fp32)
+        info = model_info(fp32)
     if method is not None:
         compared = (method,)
     else:
         compared = tuple(methods) if methods is not None else METHODS
         if len(compared) < 2:
             raise ValueError("calibrate compares at least two calibration methods; pass method= to fix one")
-    measured, calibration, samples, fp32_scored, fp32_metrics = _measure(
-        fp32, calib_data, eval_data, compared, tuple(recipes or RECIPES), count, seed, tolerance, target, 8
+    calibration, selection, labelled, sigmas = selection_sets(
+        fp32, calib_data, eval_data, count=count, seed=seed, model=info
     )
     try:
-        chosen = measured["chosen"]
-        selection = {
-            "rule": measured["rule"],
+        measured = measure(
+            fp32,
+            calibration,
+            selection,
+            labelled,
+            methods=compared,
+            recipes=tuple(recipes or RECIPES),
+            tolerance=tolerance,
+            target=target,
+            sigmas=sigmas,
+        )
+    except BaseException:
+        calibration.cleanup()
+        raise
+    try:
+        result, chosen = measured.result, measured.chosen
+        chosen_on = labelled if labelled is not None else selection
+        recipe = measured.chosen_recipe
+        recipe["selection"] = {
+            "data": chosen_on.summary(),
+            "labels_used": labelled is not None,
+            "rule": result["rule"],
             "within_tolerance": chosen["within_tolerance"],
             "compared": [
                 {
                     "method": c["method"],
                     "recipe": c["recipe"],
-                    "image_auroc": round(c["metrics"]["image_auroc"], 4),
-                    "pixel_auroc": round(c["metrics"]["pixel_auroc"], 4) if "pixel_auroc" in c["metrics"] else None,
+                    "threshold": round(c["threshold"], 6),
+                    "good_score_change": round(c["good_deviation"]["image_score_mean_per_map_range"], 6),
+                    "good_map_change": round(c["good_deviation"]["map_mean_rel"], 6),
+                    **(
+                        {"image_auroc": round(c["metrics"]["image_auroc"], 4)}
+                        if "metrics" in c and "image_auroc" in c["metrics"]
+                        else {}
+                    ),
                 }
-                for c in measured["candidates"]
+                for c in result["candidates"]
             ],
-            "fp32": {k: round(v, 4) for k, v in measured["fp32"].items() if k in ("image_auroc", "pixel_auroc")},
-            "eval_images": len(samples),
         }
-        int8_path = quantize_int8(
-            fp32,
-            calibration,
-            out_path,
-            method=chosen["method"],
-            exclude=chosen["recipe"],
-            target=target,
-            selection=selection,
-        )
-        int8_scored, int8_metrics = _evaluate(int8_path, samples)
-        model = onnx.load(str(int8_path))
-        recipe_meta = json.loads({p.key: p.value for p in model.metadata_props}["int8_recipe"])
-        eval_folder = str(samples[0].path.parent.parent.parent) if samples else "?"
+        model = onnx.load(str(measured.chosen_path))
+        _set_metadata(model, calibration, recipe, chosen["score_stats"])
+        int8_path = _write(model, Path(out_path) if out_path is not None else bundle / _default_name(target))
+        fp32_threshold = float(calibration.metadata["threshold"])
+        good_images = selection.describe()
         return write_report(
             int8_path.parent,
-            fp32_metrics,
-            int8_metrics,
+            measured.fp32_metrics,
+            measured.chosen_metrics,
             method=chosen["method"],
             recipe=chosen["recipe"],
             calibration=calibration.reader_info,
-            deviation=score_deviation(fp32_scored, int8_scored),
+            selection=chosen_on.describe() if labelled is None else {**labelled.describe(), "good": good_images},
+            threshold={
+                "fp32": fp32_threshold,
+                "fp32_onnx": result["fp32_threshold"]["onnx"],
+                "int8": float(chosen["threshold"]),
+                "rule": (
+                    f"each from its own image scores on the {selection.summary()}: max(mean + {sigmas:g} std, max), "
+                    "the bundle's rule"
+                ),
+                "int8_source": chosen["score_stats"]["threshold_source"],
+            },
+            good_deviation=chosen["good_deviation"],
+            deviation=chosen["deviation"],
             unquantized=unquantized_layers(model),
-            excluded_parts=recipe_meta["excluded_parts"],
+            excluded_parts=recipe["excluded_parts"],
             target=target,
             models={"fp32": str(fp32), "int8": str(int8_path)},
-            eval_info={**measured["eval"], "folder": eval_folder, "tolerance": tolerance},
-            candidates=measured["candidates"],
-            rule=measured["rule"],
+            eval_info=result["eval"],
+            candidates=result["candidates"],
+            rule=result["rule"],
             int8_mac_fraction=int8_mac_fraction(model, calibration.macs),
         )
     finally:
-        calibration.cleanup()
+        measured.cleanup()

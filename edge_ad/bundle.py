@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ from edge_ad.io import atomic_write_json
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_NAME = "edge-ad-bundle"
+# Fewest good images a verdict threshold should rest on. Why 10: a new good image scores above the largest of n
+# good ones with probability 1/(n+1) (exchangeability), over 9% below 10 images; and the relative error of their
+# standard deviation, about 1/sqrt(2(n-1)), exceeds 24%, so mean + 3 std can be off by more than 0.7 std.
+MIN_THRESHOLD_IMAGES = 10
 
 
 class BundleError(ValueError):
@@ -49,6 +54,7 @@ class BundleInfo:
     training: dict[str, Any]
     edge_ad_version: str
     raw: dict[str, Any]
+    has_threshold: bool = True  # False: config.json stores "threshold": null (threshold is inf: every image is good)
 
     @property
     def weights_path(self) -> Path:
@@ -62,12 +68,12 @@ def write_config(
     model: dict[str, Any],
     image_size: int,
     preprocessing: Preprocessing,
-    threshold: float,
+    threshold: float | None,
     score_stats: dict[str, Any],
     backbone: dict[str, Any],
     training: dict[str, Any],
 ) -> Path:
-    """Write ``config.json`` after the weights file exists; it seals the bundle."""
+    """Write ``config.json`` after the weights file exists; it seals the bundle. No threshold: JSON null."""
     bundle_dir = Path(bundle_dir)
     weights = bundle_dir / WEIGHTS_NAME
     if not weights.is_file():
@@ -81,7 +87,7 @@ def write_config(
         "model": model,
         "image_size": int(image_size),
         "preprocessing": preprocessing.to_dict(),
-        "threshold": float(threshold),
+        "threshold": None if threshold is None else float(threshold),
         "score_stats": score_stats,
         "backbone": backbone,
         "training": training,
@@ -121,22 +127,146 @@ def read_bundle(bundle_dir: str | Path, *, verify_weights: bool = True) -> Bundl
             model=dict(raw["model"]),
             image_size=int(raw["image_size"]),
             preprocessing=preprocessing,
-            threshold=float(raw["threshold"]),
+            threshold=float("inf") if raw["threshold"] is None else finite_threshold(raw["threshold"], config_path),
+            has_threshold=raw["threshold"] is not None,
             score_stats=dict(raw.get("score_stats", {})),
             backbone=dict(raw.get("backbone", {})),
             training=dict(raw.get("training", {})),
             edge_ad_version=str(raw.get("edge_ad_version", "?")),
             raw=raw,
         )
+    except BundleError:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{config_path} is incomplete or malformed: {exc}") from exc
     if preprocessing.image_size != info.image_size:
         raise BundleError(f"{config_path}: preprocessing size {preprocessing.image_size} != model {info.image_size}")
+    expected = recorded_weights_sha256(raw, config_path)
     if verify_weights:
         weights = info.weights_path
         if not weights.is_file():
             raise BundleError(f"{bundle_dir} is missing {WEIGHTS_NAME}")
-        expected = raw.get("files", {}).get(WEIGHTS_NAME)
-        if expected and file_sha256(weights) != expected:
+        if file_sha256(weights) != expected:
             raise BundleError(f"{weights} does not match its config (hash differs): damaged or mixed-up bundle")
     return info
+
+
+def finite_threshold(value: Any, where: str | Path, *, text: bool = False) -> float:
+    """The verdict threshold as a float; NaN or inf would silently call every image good, so they are refused.
+
+    ``text``: the value is a string (ONNX metadata); in ``config.json`` it must be a JSON number.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str,) if text else (int, float)):
+        raise BundleError(f"{where}: the verdict threshold {value!r} is not a number")
+    try:
+        threshold = float(value)
+    except ValueError:
+        raise BundleError(f"{where}: the verdict threshold {value!r} is not a number") from None
+    if not math.isfinite(threshold):
+        raise BundleError(
+            f"{where}: the verdict threshold is {threshold} (not finite), so every verdict would be meaningless; "
+            "retrain the bundle (or set the threshold from good images) and re-export"
+        )
+    return threshold
+
+
+def recorded_weights_sha256(raw: dict[str, Any], where: str | Path) -> str:
+    """The weights' SHA-256 that ``config.json`` seals; a config without it cannot be trusted, so it is refused."""
+    files = raw.get("files")
+    sha = files.get(WEIGHTS_NAME) if isinstance(files, dict) else None
+    if not isinstance(sha, str) or len(sha) != 64:
+        raise BundleError(
+            f"{where} records no SHA-256 of {WEIGHTS_NAME} ('files' entry missing or damaged), so the weights "
+            "cannot be checked: not a bundle sealed by edge-ad; retrain or re-import it"
+        )
+    return sha
+
+
+def bundle_beside(artifact: str | Path) -> Path | None:
+    """The bundle folder an exported artifact sits in (an edge-ad ``config.json`` beside it), else None."""
+    folder = Path(artifact).parent
+    try:
+        raw = json.loads((folder / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return folder if isinstance(raw, dict) and raw.get("format") == FORMAT_NAME else None
+
+
+def check_artifact_current(bundle_dir: str | Path, recorded_sha256: str | None, artifact_path: str | Path) -> None:
+    """Refuse an export (ONNX, INT8 ONNX, engine) made from other weights than the bundle holds now.
+
+    Why: retraining into a folder keeps earlier exports, and running one would silently use old weights and an old
+    threshold. ``recorded_sha256`` is the ``bundle_weights_sha256`` the export recorded (an engine's sidecar
+    carries its ONNX's metadata).
+    """
+    bundle_dir, artifact = Path(bundle_dir), Path(artifact_path)
+    current = read_bundle(bundle_dir, verify_weights=False).raw["files"][WEIGHTS_NAME]
+    if recorded_sha256 == current:
+        return
+    redo = _reexport_hint(bundle_dir, artifact)
+    if not recorded_sha256:
+        raise BundleError(f"{artifact} records no bundle weights hash to check against {bundle_dir}; {redo}")
+    raise BundleError(
+        f"{artifact} is stale: it was exported from other weights (sha256 {recorded_sha256[:12]}) than {bundle_dir} "
+        f"holds now ({current[:12]}); {redo}"
+    )
+
+
+def _reexport_hint(bundle_dir: Path, artifact: Path) -> str:
+    name = artifact.name
+    precision = name.split(".")[1] if name.startswith("model.") and name.count(".") >= 2 else "fp32"
+    export = f"edge-ad export {bundle_dir} --precision {precision}"
+    if artifact.suffix == ".engine":
+        onnx = bundle_dir / f"model.{precision}.onnx"
+        return f"re-export it with `{export}`, then rebuild the engine with `edge-ad export {onnx} --format engine`"
+    return f"re-export it with `{export}`"
+
+
+def artifact_weights_sha256(artifact: str | Path) -> str | None:
+    """``bundle_weights_sha256`` an ONNX model (metadata) or a TensorRT engine (its JSON sidecar) recorded."""
+    artifact = Path(artifact)
+    if artifact.suffix == ".engine":
+        from edge_ad.export.tensorrt_builder import read_sidecar  # torch-free; lazy: it imports this module
+
+        sidecar = read_sidecar(artifact)  # the hash at its top level, or in the ONNX metadata it carries
+        sha = sidecar.get("bundle_weights_sha256") or (sidecar.get("metadata") or {}).get("bundle_weights_sha256")
+        return str(sha) if sha else None
+    try:
+        import onnx
+
+        proto = onnx.load(str(artifact), load_external_data=False)
+        meta = {p.key: p.value for p in proto.metadata_props}
+    except ImportError:  # the base install has onnxruntime but not onnx
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
+        meta = session.get_modelmeta().custom_metadata_map
+    sha = meta.get("bundle_weights_sha256")
+    return str(sha) if sha else None
+
+
+def threshold_warning(threshold: float, score_stats: dict[str, Any]) -> str | None:
+    """Why a verdict threshold should not be trusted (too few good images behind it), or None."""
+    if not math.isfinite(threshold):
+        return "there is no verdict threshold: every image will be called good"
+    source = str(score_stats.get("threshold_source", ""))
+    image = score_stats.get("image")
+    count = image.get("good_count") if isinstance(image, dict) else None
+    if source.startswith("training images"):
+        return f"the verdict threshold was set on the training images themselves ({count or '?'}): it is optimistic"
+    if isinstance(count, int) and count < MIN_THRESHOLD_IMAGES:
+        return (
+            f"the verdict threshold rests on only {count} held-out good image(s) (fewer than "
+            f"{MIN_THRESHOLD_IMAGES}): verdicts are unreliable; train with more good images or a larger --holdout"
+        )
+    return None
+
+
+def warn_threshold(threshold: float, score_stats: dict[str, Any], where: str | Path) -> str | None:
+    """Print :func:`threshold_warning` loudly on stderr (never silenced by EDGE_AD_QUIET); returns it."""
+    message = threshold_warning(threshold, score_stats)
+    if message:
+        from rich.console import Console
+
+        Console(stderr=True, soft_wrap=True).print(f"[bold yellow]warning:[/] {where}: {message}")
+    return message

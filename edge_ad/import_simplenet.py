@@ -4,6 +4,13 @@ Their ``ckpt.pth`` holds two state dicts: ``discriminator`` (``body.block1.{0,1}
 ``tail.weight``) and, when trained with ``--pre_proj 1``, ``pre_projection`` (``layers.0fc.*``). The backbone is
 not in it: the user names the WideResNet50-2 weights they trained with. Loading uses
 ``torch.load(weights_only=True)``: no arbitrary unpickling.
+
+BatchNorm drift: the authors' ``SimpleNet.load()`` calls ``NetworkFeatureAggregator.feature_dimensions()``,
+which runs ``torch.ones(1, 3, S, S)`` (S = their crop size) through the freshly built torchvision backbone while
+it is still in train mode. Their hook's early stop is commented out, so the whole backbone runs (layer4 and fc
+too), and every BatchNorm's running statistics move once with momentum 0.1 before training starts; their
+checkpoint was trained and scored with that backbone. The import repeats it (:func:`apply_authors_bn_drift`)
+unless told not to. edge-ad's trunk stops at layer3, so layer4's statistics (unused by SimpleNet) are not there.
 """
 
 from __future__ import annotations
@@ -11,14 +18,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from edge_ad.data.images import list_images, read_image
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.models.registry import save_model
 from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
-from edge_ad.models.wide_resnet import load_backbone_weights, read_state_dict, state_dict_sha256
+from edge_ad.models.wide_resnet import (
+    WideResNet50Trunk,
+    load_backbone_weights,
+    read_state_dict,
+    state_dict_sha256,
+)
 from edge_ad.runtimes.torch_runtime import TorchRuntime
-from edge_ad.training.trainer import good_image_statistics
+from edge_ad.thresholds import good_image_statistics
 
 DISCRIMINATOR_KEYS = {
     "body.block1.0.weight": "fc1.weight",
@@ -30,6 +43,34 @@ DISCRIMINATOR_KEYS = {
     "body.block1.1.num_batches_tracked": "bn.num_batches_tracked",
     "tail.weight": "fc2.weight",
 }
+
+
+AUTHORS_BN_MOMENTUM = 0.1  # torch's BatchNorm default, which torchvision's WideResNet50-2 keeps
+
+
+def default_resize(image_size: int) -> int:
+    """Shorter side before the crop, in the authors' proportion 256/224: 224 -> 256 and 288 -> 329 as they pair them."""
+    return round(image_size * 256 / 224)
+
+
+@torch.no_grad()
+def apply_authors_bn_drift(trunk: WideResNet50Trunk, size: int) -> dict[str, object]:
+    """One train-mode forward of ``torch.ones(1, 3, size, size)``, as the authors' ``feature_dimensions()`` does.
+
+    Every BatchNorm up to layer3 takes one momentum-0.1 step towards the statistics of that input (and counts the
+    batch). Returns what the bundle records as ``backbone.bn_drift``.
+    """
+    bns = [m for m in trunk.modules() if isinstance(m, nn.BatchNorm2d)]
+    odd = sorted({m.momentum for m in bns} - {AUTHORS_BN_MOMENTUM}, key=str)
+    if odd:
+        raise ValueError(f"backbone BatchNorm momentum {odd} is not the authors' {AUTHORS_BN_MOMENTUM}")
+    was_training = trunk.training
+    trunk.train()
+    try:
+        trunk(torch.ones(1, 3, size, size, device=next(trunk.parameters()).device))
+    finally:
+        trunk.train(was_training)
+    return {"input": "ones", "size": int(size), "momentum": AUTHORS_BN_MOMENTUM}
 
 
 class CheckpointError(ValueError):
@@ -81,20 +122,33 @@ def import_checkpoint(
     out_dir: str | Path,
     *,
     image_size: int = 288,
-    resize: int | None = 329,
+    resize: int | None | str = "auto",
     good_images: str | Path | None = None,
     threshold_sigmas: float = 3.0,
+    bn_drift: bool = True,
 ) -> Path:
-    """Write a bundle from the authors' checkpoint; ``good_images`` (optional) sets the verdict threshold."""
+    """Write a bundle from the authors' checkpoint; ``good_images`` (optional) sets the verdict threshold.
+
+    ``resize``: "auto" follows ``image_size`` (:func:`default_resize`), None resizes straight to ``image_size``.
+    ``bn_drift``: repeat the authors' accidental BatchNorm update (module docstring) so their scores are
+    reproduced; off, the backbone keeps the weights file's statistics. Without ``good_images`` the bundle has no
+    threshold (stored as null).
+    """
+    if resize == "auto":
+        resize = default_resize(image_size)
+    preprocessing = Preprocessing(image_size=image_size, resize=resize)  # bad geometry fails before any loading
     state = read_authors_checkpoint(ckpt)
     has_bias = "pre_projection" in state
     model = SimpleNet(SimpleNetConfig(adapter_bias=True, score_mode="negative"), image_size=image_size)
     load_backbone_weights(model.backbone, read_state_dict(backbone_weights), source=str(backbone_weights))
+    backbone_info: dict = {"weights": Path(backbone_weights).name}
+    if bn_drift:
+        backbone_info["bn_drift"] = apply_authors_bn_drift(model.backbone, image_size)
+    backbone_info["sha256"] = state_dict_sha256(model.backbone)
     convert(state, model)
     model.eval()
-    preprocessing = Preprocessing(image_size=image_size, resize=resize)
     score_stats: dict = {"threshold_source": "none given (pass --good-images to set one)"}
-    threshold = float("inf")
+    threshold: float | None = None
     if good_images is not None:
         paths = list_images(good_images)
         batches = (preprocessing.batch([read_image(p) for p in paths[s : s + 8]]) for s in range(0, len(paths), 8))
@@ -107,9 +161,9 @@ def import_checkpoint(
         preprocessing=preprocessing,
         threshold=threshold,
         score_stats=score_stats,
-        backbone={"weights": Path(backbone_weights).name, "sha256": state_dict_sha256(model.backbone)},
+        backbone=backbone_info,
         training={
-            "imported_from": str(ckpt),
+            "imported_from": str(Path(ckpt).resolve()),
             "pre_projection": has_bias,
             "selection": "as trained by the authors",
         },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,22 +65,46 @@ def overlay(
     return (image_rgb * (1 - weight) + colour * weight).astype(np.uint8)
 
 
-def write_overlay(path: str | Path, prediction: Prediction, levels: tuple[float, float]) -> Path:
-    """Overlay PNG with the verdict and score written in the corner."""
+def overlay_png(prediction: Prediction, levels: tuple[float, float]) -> bytes:
+    """The heat-map overlay as PNG bytes, with the verdict and score written in the corner (predict and serve)."""
     if prediction.image is None:
         raise ValueError("prediction has no image to draw on")
-    canvas = overlay(prediction.image, prediction.anomaly_map, levels)
-    bgr = np.ascontiguousarray(canvas[..., ::-1])
+    bgr = np.ascontiguousarray(overlay(prediction.image, prediction.anomaly_map, levels)[..., ::-1])
     label = f"{prediction.verdict} {prediction.image_score:.3f}"
     colour = (0, 0, 255) if prediction.is_anomalous else (0, 200, 0)
     cv2.putText(bgr, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(bgr, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
     ok, data = cv2.imencode(".png", bgr)
     if not ok:
-        raise RuntimeError(f"could not encode overlay for {prediction.source}")
+        raise RuntimeError(f"could not encode the overlay of {prediction.source}")
+    return data.tobytes()
+
+
+def write_overlay(path: str | Path, prediction: Prediction, levels: tuple[float, float]) -> Path:
+    """Write :func:`overlay_png` to ``path`` atomically."""
     path = Path(path)
-    atomic_write_with(path, lambda tmp: tmp.write_bytes(data.tobytes()))
+    png = overlay_png(prediction, levels)
+    atomic_write_with(path, lambda tmp: tmp.write_bytes(png))
     return path
+
+
+def new_run_dir(parent: str | Path, now: datetime | None = None) -> Path:
+    """Create ``parent/run-YYYYmmdd-HHMMSS`` (``-2``, ``-3``... within the same second) for one prediction run.
+
+    Why: a second run into the same output folder must not mix its overlays and records with the first one's, and
+    nothing a person may still be looking at is deleted; each run owns its folder, the newest sorts last.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = (now or datetime.now()).strftime("run-%Y%m%d-%H%M%S")
+    for n in range(1, 10_000):
+        run = parent / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            run.mkdir()
+        except FileExistsError:
+            continue
+        return run
+    raise FileExistsError(f"no free run folder name for {stamp} in {parent}")
 
 
 def append_jsonl(fh: Any, record: dict[str, Any]) -> None:

@@ -18,6 +18,14 @@ convolutions are very slow, and folds BatchNorm in float32 before rounding.
 Every export is checked before it is written: ``onnx.checker`` (full check, with shape inference), the
 TensorRT op check (:mod:`edge_ad.export.op_check`), and -- unless ``verify=False`` -- a parity run of
 onnxruntime against the fp32 torch graph on a fixed random batch. Any failure raises; nothing is written.
+:func:`export_onnx_checked` returns what those checks measured (:class:`ExportResult`; ``edge-ad export`` prints
+it); :func:`export_onnx` returns only the path.
+
+Threshold: fp32 keeps the bundle's (onnxruntime matches torch to ~1e-5). fp16 moves the scores (~1e-3 of the map
+range), so its metadata carries its own ``threshold`` and ``score_stats``: the bundle's rule applied to the fp16
+graph's scores on the bundle's held-out good images (:mod:`edge_ad.calibration.selection`, as INT8 does), and the
+fp32 threshold in ``score_stats["fp32_threshold"]``. Without those images (an imported bundle, data moved) fp16
+keeps the bundle's threshold and :attr:`ExportResult.threshold` says so.
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ import io
 import json
 import math
 import os
+import tempfile
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +46,13 @@ import torch
 from torch import Tensor, nn
 
 from edge_ad import BUNDLE_FORMAT_VERSION, __version__
-from edge_ad.bundle import WEIGHTS_NAME, BundleInfo, file_sha256
+from edge_ad.bundle import WEIGHTS_NAME, BundleError, BundleInfo, file_sha256
 from edge_ad.io import atomic_path
 from edge_ad.models.registry import load_model
 from edge_ad.runtimes.onnx_runtime import INPUT_NAME, REQUIRED_METADATA
 from edge_ad.runtimes.onnx_runtime import OUTPUT_NAMES as RUNTIME_OUTPUTS
 
+from .onnx_graph import FLOP_STAGES, descendants, graph_flops
 from .op_check import assert_tensorrt_compatible
 
 __all__ = [
@@ -51,8 +62,10 @@ __all__ = [
     "PRECISIONS",
     "FLOP_STAGES",
     "ExportError",
+    "ExportResult",
     "convert_network_to_fp16",
     "export_onnx",
+    "export_onnx_checked",
     "graph_flops",
     "onnx_metadata",
 ]
@@ -74,7 +87,16 @@ class ExportError(RuntimeError):
 
 
 def onnx_metadata(info: BundleInfo, precision: str) -> dict[str, str]:
-    """The ``metadata_props`` for a model exported from bundle ``info`` (see :data:`METADATA_KEYS`)."""
+    """The ``metadata_props`` for a model exported from bundle ``info`` (see :data:`METADATA_KEYS`).
+
+    A bundle without a verdict threshold (imported without good images) is refused: every runtime requires a finite
+    threshold, so an export that carried none could never be loaded.
+    """
+    if not info.has_threshold:
+        raise BundleError(
+            f"{info.path} has no verdict threshold (imported without --good-images): re-import it with "
+            "`edge-ad import-simplenet ... --good-images DIR` before exporting"
+        )
     sha = info.raw.get("files", {}).get(WEIGHTS_NAME) or file_sha256(info.weights_path)
     return {
         "edge_ad_version": __version__,
@@ -94,16 +116,6 @@ def onnx_metadata(info: BundleInfo, precision: str) -> dict[str, str]:
 _KEEP_FLOAT32_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
 
 
-def _descendants(graph: onnx.GraphProto, tensor: str) -> set[int]:
-    """Indices of the nodes that depend (transitively) on ``tensor``; the graph is topologically sorted."""
-    reached, found = {tensor}, set()
-    for index, node in enumerate(graph.node):
-        if any(name in reached for name in node.input):
-            found.add(index)
-            reached.update(node.output)
-    return found
-
-
 def convert_network_to_fp16(proto: onnx.ModelProto, boundary: str = "patch_scores") -> onnx.ModelProto:
     """FP16 copy of an exported fp32 graph: the network in float16, post-processing and I/O in float32.
 
@@ -116,7 +128,7 @@ def convert_network_to_fp16(proto: onnx.ModelProto, boundary: str = "patch_score
     model = onnx.ModelProto()
     model.CopyFrom(proto)
     graph = model.graph
-    head = _descendants(graph, boundary)
+    head = set(descendants(graph, boundary))
     network = [i for i in range(len(graph.node)) if i not in head]
     producer = next((i for i in network if boundary in graph.node[i].output), None)
     if producer is None:
@@ -241,8 +253,10 @@ def _check_interface(proto: onnx.ModelProto, image_size: int, batch_size: int, d
         raise ExportError(f"exported input shape {shape} != [{expected_batch}, 3, {image_size}, {image_size}]")
 
 
-def _verify(proto: onnx.ModelProto, example: np.ndarray, reference: tuple[np.ndarray, ...], precision: str) -> None:
-    """Run the export in onnxruntime (CPU) and compare with the fp32 torch graph."""
+def _verify(
+    proto: onnx.ModelProto, example: np.ndarray, reference: tuple[np.ndarray, ...], precision: str
+) -> dict[str, Any]:
+    """Run the export in onnxruntime (CPU) and compare with the fp32 torch graph; returns the figures."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -264,6 +278,66 @@ def _verify(proto: onnx.ModelProto, example: np.ndarray, reference: tuple[np.nda
             f"exported {precision} graph disagrees with torch: max |map diff| {err_map:.3g}, "
             f"max |score diff| {err_score:.3g}, allowed {tol:.3g} ({VERIFY_TOLERANCE[precision]:g} x map range)"
         )
+    return {
+        "reference": "fp32 torch graph",
+        "images": int(example.shape[0]),
+        "max_abs_score_diff": err_score,
+        "max_abs_map_diff": err_map,
+        "allowed": tol,
+        "map_range": scale,
+    }
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote and what its checks measured (``edge-ad export`` prints it)."""
+
+    path: Path
+    precision: str
+    op_check: dict[str, Any]  # {"passed": True, "op_types": N}: every op in TensorRT 10's ONNX parser
+    parity: dict[str, Any] | None  # _verify's figures; None with verify=False
+    threshold: dict[str, Any] = field(default_factory=dict)  # {"value", "bundle", "source"}
+
+    def summary(self) -> list[str]:
+        """Lines for people: the checks, the parity figures and the threshold."""
+        ops = self.op_check
+        lines = [f"checks: onnx.checker passed; TensorRT op check passed ({ops['op_types']} op types)"]
+        if self.parity is None:
+            lines.append("parity: not run (verify=False)")
+        else:
+            par = self.parity
+            lines.append(
+                f"parity vs {par['reference']} ({par['images']} random image(s)): max |score diff| "
+                f"{par['max_abs_score_diff']:.3g}, max |map diff| {par['max_abs_map_diff']:.3g} "
+                f"(allowed {par['allowed']:.3g})"
+            )
+        th = self.threshold
+        if th:
+            lines.append(f"threshold: {th['value']:.6g} ({th['source']}; bundle {th['bundle']:.6g})")
+        return lines
+
+
+def _own_threshold(proto: onnx.ModelProto, info: BundleInfo, precision: str) -> tuple[dict[str, Any] | None, str]:
+    """The bundle's threshold rule applied to this graph's own scores on the bundle's held-out good images, or
+    ``(None, why not)`` when the bundle records none (imported) or they cannot be read."""
+    from edge_ad.calibration.selection import bundle_holdout, good_set, run_model, threshold_sigmas
+    from edge_ad.runtimes.onnx_runtime import OnnxRuntime
+
+    try:
+        held = bundle_holdout(info)
+        if held is None:
+            return None, "the bundle records no held-out good images to re-derive it from"
+        kind, folder, paths = held
+        images = good_set(paths, info.preprocessing, kind, folder)
+    except ValueError as exc:
+        return None, f"its held-out good images cannot be read ({exc})"
+    with tempfile.TemporaryDirectory(prefix="edge-ad-export-") as tmp:
+        path = Path(tmp) / f"model.{precision}.onnx"
+        path.write_bytes(proto.SerializeToString())
+        (out,) = run_model(OnnxRuntime(path), [images], f"threshold {precision}", threshold_sigmas(info))
+    assert out.stats is not None
+    source = f"{kind}: {len(images.paths)} in {folder}, scored by this {precision} ONNX model"
+    return {**out.stats, "threshold_source": source, "fp32_threshold": float(info.threshold)}, source
 
 
 def export_onnx(
@@ -276,7 +350,29 @@ def export_onnx(
     opset: int = 17,
     verify: bool = True,
 ) -> Path:
-    """Export a bundle's fused inference graph to ONNX; returns the written path.
+    """Export a bundle's fused inference graph to ONNX; returns the written path (see :func:`export_onnx_checked`)."""
+    return export_onnx_checked(
+        bundle_dir,
+        out_path,
+        precision=precision,
+        batch_size=batch_size,
+        dynamic_batch=dynamic_batch,
+        opset=opset,
+        verify=verify,
+    ).path
+
+
+def export_onnx_checked(
+    bundle_dir: str | os.PathLike[str],
+    out_path: str | os.PathLike[str] | None = None,
+    *,
+    precision: str = "fp32",
+    batch_size: int = 1,
+    dynamic_batch: bool = False,
+    opset: int = 17,
+    verify: bool = True,
+) -> ExportResult:
+    """Export a bundle's fused inference graph to ONNX; returns the path and what the checks measured.
 
     ``out_path`` defaults to ``BUNDLE/model.<precision>.onnx``; it is written atomically. The input shape is
     static ``[batch_size, 3, S, S]`` unless ``dynamic_batch`` (then the batch axis is named ``batch`` and
@@ -306,77 +402,31 @@ def export_onnx(
     if precision == "fp16":
         proto = convert_network_to_fp16(proto)
 
-    onnx.helper.set_model_props(proto, onnx_metadata(info, precision))
+    metadata = onnx_metadata(info, precision)
+    onnx.helper.set_model_props(proto, metadata)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"exported graph fails onnx.checker: {exc}") from exc
     assert_tensorrt_compatible(proto)
+    op_check = {"passed": True, "op_types": len({n.op_type for n in proto.graph.node})}
     _check_interface(proto, size, batch_size, dynamic_batch)
-    if reference is not None:
-        _verify(proto, example.numpy(), reference, precision)
+    parity = _verify(proto, example.numpy(), reference, precision) if reference is not None else None
+
+    threshold = {"value": float(info.threshold), "bundle": float(info.threshold), "source": "the bundle's"}
+    if precision == "fp16":
+        stats, why = _own_threshold(proto, info, precision)
+        if stats is None:
+            threshold["source"] = f"the bundle's (fp32): {why}"
+        else:
+            value = float(stats["image"]["threshold"])
+            if not math.isfinite(value):
+                raise ExportError(f"the fp16 graph's threshold from its good-image scores is {value}")
+            metadata.update(threshold=repr(value), score_stats=json.dumps(stats))
+            onnx.helper.set_model_props(proto, metadata)
+            threshold.update(value=value, source=stats["threshold_source"])
 
     with atomic_path(out) as tmp:
         tmp.write_bytes(proto.SerializeToString())
-    return out
+    return ExportResult(out, precision, op_check, parity, threshold)
 
-
-FLOP_STAGES = ("backbone", "aggregation", "discriminator", "postprocess")
-
-
-def _flops_model(model_or_path: onnx.ModelProto | str | os.PathLike[str]) -> onnx.ModelProto:
-    if isinstance(model_or_path, onnx.ModelProto):
-        return model_or_path
-    path = Path(model_or_path)
-    if path.is_dir():  # a bundle: count its exported graph
-        candidates = [path / "model.fp32.onnx", *sorted(path.glob("model.*.onnx"))]
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            raise FileNotFoundError(f"{path} holds no exported model.<precision>.onnx to count FLOPs on")
-        path = found
-    return onnx.load(str(path))
-
-
-def graph_flops(model_or_path: onnx.ModelProto | str | os.PathLike[str]) -> dict[str, float]:
-    """FLOPs per image (2 x multiply-accumulates of Conv, Gemm and MatMul) by stage, plus ``"total"``.
-
-    Accepts an ONNX model, its path, or a bundle folder (its exported ``model.fp32.onnx``, else another
-    ``model.*.onnx``). Stages (:data:`FLOP_STAGES`) are found from the graph's structure, not node names:
-    ``aggregation`` = the grouped convolutions of the patch aggregator, ``discriminator`` = what depends on
-    them, ``postprocess`` = what depends on ``patch_scores``, ``backbone`` = the rest. Element-wise ops,
-    pooling and resizes are not counted. A symbolic batch axis counts as one image.
-    """
-    model = onnx.shape_inference.infer_shapes(_flops_model(model_or_path), data_prop=True)
-    graph = model.graph
-    initializers = {t.name for t in graph.initializer}
-    shapes: dict[str, list[int]] = {t.name: list(t.dims) for t in graph.initializer}
-    for value in [*graph.input, *graph.value_info, *graph.output]:
-        dims = value.type.tensor_type.shape.dim
-        shapes.setdefault(value.name, [d.dim_value if d.HasField("dim_value") else 1 for d in dims])
-    first = next((i.name for i in graph.input if i.name not in initializers), None)
-    batch = max(shapes[first][0], 1) if first is not None and shapes.get(first) else 1
-    head = _descendants(graph, OUTPUT_NAMES[2])
-    after_aggregation: set[str] = set()
-    flops = dict.fromkeys(FLOP_STAGES, 0.0)
-    for index, node in enumerate(graph.node):
-        grouped = node.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in node.attribute)
-        if index in head:
-            stage = "postprocess"
-        elif grouped or any(name in after_aggregation for name in node.input):
-            stage = "aggregation" if grouped else "discriminator"
-            after_aggregation.update(node.output)
-        else:
-            stage = "backbone"
-        out = shapes.get(node.output[0]) if node.output else None
-        if not out:
-            continue
-        macs = 0
-        if node.op_type == "Conv" and shapes.get(node.input[1]):
-            macs = math.prod(out) * math.prod(shapes[node.input[1]][1:])
-        elif node.op_type in ("Gemm", "MatMul") and shapes.get(node.input[0]):
-            a = shapes[node.input[0]]
-            trans_a = any(at.name == "transA" and at.i for at in node.attribute)
-            macs = math.prod(out) * (a[-2] if node.op_type == "Gemm" and trans_a else a[-1])
-        flops[stage] += 2.0 * macs / batch
-    flops["total"] = sum(flops[stage] for stage in FLOP_STAGES)
-    return flops

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_ad.bench import PAPER_FPS, LatencyStats, ratio, run_bench
-from edge_ad.cli import app
+from edge_ad.cli import BENCH_COLUMNS, app, bench_table
 
 
 def test_latency_percentiles_and_throughput() -> None:
@@ -61,3 +61,46 @@ def test_bench_command_writes_json(tiny_bundle: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert {r["backend"] for r in report["rows"]} == {"reference (authors' path)", "torch"}
+
+
+def test_bench_table_headers_and_cells_come_from_one_list_and_errors_keep_their_full_text() -> None:
+    from rich.console import Console
+
+    ok = {
+        "backend": "torch",
+        "precision": "fp32",
+        "batch": 8,
+        "latency": {"p50_ms": 12.34, "p90_ms": 13.0, "p99_ms": 14.0, "images_per_s": 648.2},
+        "vs_paper_77fps": 8.418,
+        "vs_reference": 2.5,
+        "end_to_end_images_per_s": 100.0,
+        "preprocess_ms_per_image": 1.5,
+        "postprocess_ms_per_image": float("nan"),
+        "metrics": {"image_auroc": 0.9245},
+        "error": None,
+    }
+    message = "RuntimeError: [cuda] " + " ".join(f"word{i}" for i in range(40)) + " END"
+    failed = {**ok, "backend": "tensorrt", "batch": 1, "error": message}
+    table, notes = bench_table({"machine": {"cpu": "test cpu"}, "rows": [ok, failed]})
+    assert [c.header for c in table.columns] == [h for h, _ in BENCH_COLUMNS]
+    cells = [list(c.cells) for c in table.columns]
+    assert [col[0] for col in cells][:4] == ["torch", "fp32", "8", "12.3"]
+    assert cells[-2][0] == "0.9245" and cells[-1][0] == "-" and cells[-3][0] == "-"  # missing and NaN
+    assert [col[1] for col in cells][:4] == ["tensorrt", "fp32", "1", "[red]error 1[/]"]
+    assert all(col[1] == "-" for col in cells[4:])
+    screen = Console(width=80, record=True)
+    for note in notes:
+        screen.print(note, soft_wrap=True)
+    text = screen.export_text()
+    assert message in text and "(tensorrt fp32 batch 1)" in text  # full text, brackets shown, never cut
+
+
+def test_bench_command_prints_an_error_row_in_full(tiny_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        app,
+        ["bench", str(tiny_bundle), "--backend", "tensorrt", "--batch", "1", "--no-reference", "--json", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["error"] and " ".join(row["error"].split()) in " ".join(result.output.split())

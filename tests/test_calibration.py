@@ -7,9 +7,11 @@ noise of one grey level moves them by up to 0.25 / 0.12; rescaling a single acti
 flips one image pair. Any INT8 model therefore differs from FP32 by about one AUROC step (1/24 on this
 split), up or down. The test below is nonetheless deterministic (fixed demo seed, seeded calibration
 sample, deterministic onnxruntime CPU kernels) and asserts the 0.01 bound on the artifact that ships: the
-candidate :func:`calibrate` chose by measurement on this same split (the report says so). That it is
-chosen on the asserted split is stated, not hidden; the numerical correctness of the quantization is
-checked separately on a small well-conditioned graph, where INT8 must track FP32 closely.
+candidate :func:`calibrate` chose by measurement on this same split, given explicitly as ``eval_data`` (the
+report says so: "--eval-data DIR, labels"). That it is chosen on the asserted split is stated, not hidden; the
+numerical correctness of the quantization is checked separately on a small well-conditioned graph, where INT8
+must track FP32 closely. By default (no ``eval_data``) no label is read at all: the recipe is chosen on the
+bundle's held-out good images, where each INT8 candidate also gets its own threshold.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from edge_ad.calibration import (
     RECIPES,
     CalibrationReader,
     calibrate,
+    measure_recipes,
     prepare_calibration,
     quantize_int8,
     unquantized_layers,
@@ -220,9 +223,12 @@ def test_recipes_name_parts_of_the_exported_graph(calibration) -> None:
 
 # ----------------------------------------------------------------------------- measured choice + report
 def test_calibrate_stays_within_the_accuracy_bound_and_reports(bundle: Path, fp32_path: Path, tiny_demo: Path) -> None:
-    report = calibrate(bundle, methods=("entropy", "percentile"), recipes=("all", "keep_discriminator_fp"))
+    report = calibrate(
+        bundle, eval_data=tiny_demo, methods=("entropy", "percentile"), recipes=("all", "keep_discriminator_fp")
+    )
     int8_path = bundle / "model.int8.onnx"
     assert Path(report["models"]["int8"]) == int8_path
+    assert report["labels_used"] is True and report["selection"]["summary"].startswith(f"--eval-data {tiny_demo}")
 
     # fresh, independent evaluation of both files on the tiny demo's test split (see the module docstring)
     samples = test_samples(tiny_demo)
@@ -239,7 +245,7 @@ def test_calibrate_stays_within_the_accuracy_bound_and_reports(bundle: Path, fp3
     # the choice is recorded in the model's metadata
     recipe = json.loads(_meta(onnx.load(str(int8_path)))["int8_recipe"])
     assert (recipe["method"], recipe["recipe"]) == (report["method"], report["recipe"])
-    assert recipe["selection"]["within_tolerance"] is True
+    assert recipe["selection"]["within_tolerance"] is True and recipe["selection"]["labels_used"] is True
     assert {c["method"] for c in recipe["selection"]["compared"]} == {"entropy", "percentile"}
 
     # report files with the required fields
@@ -255,6 +261,133 @@ def test_calibrate_stays_within_the_accuracy_bound_and_reports(bundle: Path, fp3
     markdown = (bundle / REPORT_MD).read_text()
     for text in ("image_auroc", "pixel_auroc", "aupro", "Layers left in float", saved["calibration"]["names"][0]):
         assert text in markdown
+    assert f"--eval-data {tiny_demo}, labels" in markdown
+
+
+# ----------------------------------------------------------------------------- the default: no labels
+def _bundle_without_labels(bundle: Path, tiny_demo: Path, tmp: Path) -> Path:
+    """A copy of the bundle whose data folder holds train/good only: no test/ split, no masks, no labels at all."""
+    data = tmp / "washer_no_labels"
+    shutil.copytree(tiny_demo / "train", data / "train")
+    copy = tmp / "bundle"
+    copy.mkdir()
+    for item in bundle.iterdir():
+        if item.is_file() and item.name in ("model.safetensors", "model.fp32.onnx"):
+            shutil.copy2(item, copy / item.name)
+    config = json.loads((bundle / "config.json").read_text())
+    config["training"]["data"] = str(data)
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def unlabelled_run(bundle: Path, fp32_path: Path, tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory):
+    """calibrate() with its defaults on a dataset without test/, counting image reads, sessions and progress bars."""
+    import edge_ad.calibration.calibration_data as calibration_data
+    import edge_ad.calibration.selection as selection
+    import edge_ad.data.images as images
+    import edge_ad.evaluate as evaluate
+
+    copy = _bundle_without_labels(bundle, tiny_demo, tmp_path_factory.mktemp("unlabelled"))
+    counts = {"read_image": 0, "sessions": 0, "images_run": 0}
+    bars: list[str] = []
+    real_read, real_init, real_predict = images.read_image, OnnxRuntime.__init__, OnnxRuntime.predict
+    real_bar = selection.progress_bar
+
+    def read_image(*args, **kwargs):
+        counts["read_image"] += 1
+        return real_read(*args, **kwargs)
+
+    def init(self, *args, **kwargs):
+        counts["sessions"] += 1
+        real_init(self, *args, **kwargs)
+
+    def predict(self, batch):
+        counts["images_run"] += len(batch)
+        return real_predict(self, batch)
+
+    def progress_bar(total: int, description: str, **kwargs):
+        bars.append(description)
+        return real_bar(total=total, description=description, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        for module in (images, calibration_data, selection, evaluate):
+            mp.setattr(module, "read_image", read_image)
+        mp.setattr(OnnxRuntime, "__init__", init)
+        mp.setattr(OnnxRuntime, "predict", predict)
+        mp.setattr(selection, "progress_bar", progress_bar)
+        report = calibrate(copy, methods=("entropy", "percentile"), recipes=("all", "keep_head_fp"))
+    return copy, report, counts, bars
+
+
+def test_default_choice_reads_no_label_and_says_so(unlabelled_run) -> None:
+    copy, report, _, _ = unlabelled_run
+    info = read_bundle(copy, verify_weights=False)
+    holdout = info.training["holdout_images"]
+    assert holdout and report["labels_used"] is False and report["eval"] is None
+    assert report["selection"]["summary"].startswith(f"held-out good images, {len(holdout)}, no labels")
+    assert report["selection"]["names"] == sorted(holdout)
+    assert not set(report["calibration"]["names"]) & set(holdout)  # calibration never sees the selection images
+    assert set(report["summary"]) == {"threshold"}  # no AUROC without labels
+    markdown = (copy / REPORT_MD).read_text()
+    assert f"held-out good images, {len(holdout)}, no labels" in markdown
+    recipe = json.loads(_meta(onnx.load(str(copy / "model.int8.onnx")))["int8_recipe"])
+    assert recipe["selection"]["labels_used"] is False
+    assert recipe["selection"]["data"].startswith("held-out good images")
+
+
+def test_int8_threshold_comes_from_its_own_good_scores(unlabelled_run) -> None:
+    from edge_ad.thresholds import image_score_threshold
+
+    copy, report, _, _ = unlabelled_run
+    info = read_bundle(copy, verify_weights=False)
+    int8_path = copy / "model.int8.onnx"
+    meta = _meta(onnx.load(str(int8_path)))
+    runtime = OnnxRuntime(int8_path)
+    folder = Path(info.training["data"]) / "train" / "good"
+    held = runtime.preprocessing.batch([read_image(folder / n) for n in info.training["holdout_images"]])
+    scores, _ = runtime.predict(held)
+    expected = image_score_threshold(scores, info.training["threshold_sigmas"])
+    assert float(meta["threshold"]) == pytest.approx(expected["threshold"], rel=1e-6)
+    assert runtime.threshold == pytest.approx(expected["threshold"], rel=1e-6)
+    assert float(meta["threshold"]) != info.threshold  # INT8 moved the scores, so its threshold moved too
+    stats = json.loads(meta["score_stats"])
+    assert stats["image"]["good_count"] == len(info.training["holdout_images"])
+    assert stats["fp32_threshold"] == info.threshold
+    assert report["threshold"]["fp32"] == info.threshold
+    assert report["threshold"]["int8"] == pytest.approx(float(meta["threshold"]))
+
+
+def test_each_candidate_is_quantized_and_evaluated_once(unlabelled_run) -> None:
+    copy, report, counts, bars = unlabelled_run
+    info = read_bundle(copy, verify_weights=False)
+    n_calib, n_held = len(info.training["train_images"]), len(info.training["holdout_images"])
+    assert len(report["candidates"]) == 4
+    # every image is read once: the calibration images and the held-out good images
+    assert counts["read_image"] == n_calib + n_held
+    # one session for fp32 and one per candidate (the chosen one is not run again), each over the held-out images
+    assert counts["sessions"] == 1 + 4
+    assert counts["images_run"] == (1 + 4) * n_held
+    assert bars[0] == "evaluate fp32 (reference)"
+    assert bars[1:] == [
+        f"evaluate int8 {m}/{r} ({i}/4)"
+        for i, (m, r) in enumerate(((m, r) for m in ("entropy", "percentile") for r in ("all", "keep_head_fp")), 1)
+    ]
+
+
+def test_export_command_says_what_the_choice_was_made_on(bundle: Path, fp32_path: Path, tiny_demo: Path, tmp_path):
+    from typer.testing import CliRunner
+
+    from edge_ad.cli import app
+
+    copy = _bundle_without_labels(bundle, tiny_demo, tmp_path)
+    result = CliRunner().invoke(app, ["export", str(copy), "--precision", "int8", "--calib-method", "percentile"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((copy / REPORT_JSON).read_text())
+    assert f"chosen on {report['selection']['summary']}" in result.output
+    assert "chosen on held-out good images" in result.output
+    th = report["threshold"]
+    assert f"threshold: fp32 {th['fp32']:.6g} -> int8 {th['int8']:.6g}" in result.output
 
 
 # ----------------------------------------------------------------------------- numerical correctness
@@ -319,6 +452,7 @@ def _smooth_images(folder: Path, n: int, seed: int) -> list[Path]:
     paths = []
     for i in range(n):
         img = cv2.GaussianBlur(rng.integers(0, 256, (24, 24, 3)).astype(np.uint8), (5, 5), 1.5)
+        img = cv2.resize(img, (48, 48), interpolation=cv2.INTER_NEAREST)  # the input gate wants >= 32 px a side
         paths.append(folder / f"{i:03d}.png")
         cv2.imwrite(str(paths[-1]), img)
     return paths
@@ -343,6 +477,21 @@ def test_int8_tracks_fp32_on_a_well_conditioned_graph(tmp_path: Path, method: st
     # minmax) and 7.1 % (entropy, which clips the calibration set's rare extremes: test pixels beyond them saturate)
     assert error.mean() <= 0.01 * spread, error.mean() / spread
     assert error.max() <= 0.10 * spread, error.max() / spread
+
+
+def test_without_a_bundle_a_share_of_the_calibration_source_chooses(tmp_path: Path) -> None:
+    """No bundle (or an imported one) records held-out images: a seeded 10 % (at least 2) of the source is held out."""
+    fp32 = _synthetic_model(tmp_path)
+    _smooth_images(tmp_path / "good", 12, seed=1)
+    result = measure_recipes(fp32, tmp_path / "good", methods=("percentile", "minmax"), recipes=("all", "keep_head_fp"))
+    selection, calibration = result["selection"], result["calibration"]
+    assert selection["images"] == 2 and selection["labels"] is False and result["labels_used"] is False
+    assert selection["data"].startswith("calibration-source images held out")
+    assert calibration["count"] == 10
+    assert len(result["candidates"]) == 4 and result["eval"] is None
+    for candidate in result["candidates"]:  # each candidate's own threshold, from its own scores on the 2 images
+        assert candidate["score_stats"]["image"]["good_count"] == 2
+        assert candidate["threshold"] == candidate["score_stats"]["image"]["threshold"]
 
 
 def test_cpu_target_and_input_checks(tmp_path: Path) -> None:

@@ -69,7 +69,8 @@ def test_predict_reports_bad_files_and_goes_on(cli_bundle: Path, tiny_demo: Path
     out = tmp_path / "pred"
     result = runner.invoke(app, ["predict", str(cli_bundle), str(folder), "--out", str(out)])
     assert result.exit_code == 1  # some inputs failed
-    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    (run,) = out.glob("run-*")
+    records = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     assert len(records) == 3
     bad = [r for r in records if "error" in r]
     assert len(bad) == 1 and "broken.png" in bad[0]["error"]
@@ -87,3 +88,73 @@ def test_eval_on_a_folder_that_is_not_a_bundle(tmp_path: Path, tiny_demo: Path) 
 def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and "edge-ad" in result.output
+
+
+def _records_line(output: str) -> Path:
+    (line,) = [ln for ln in output.splitlines() if ln.startswith("records: ")]
+    return Path(line.removeprefix("records: ").strip())
+
+
+def test_each_predict_run_owns_its_folder(cli_bundle: Path, tiny_demo: Path, tmp_path: Path) -> None:
+    crack = sorted((tiny_demo / "test" / "crack").glob("*.png"))
+    good = sorted((tiny_demo / "test" / "good").glob("*.png"))
+    out = tmp_path / "pred"
+    first = runner.invoke(app, ["predict", str(cli_bundle), *map(str, crack[:2]), "--out", str(out)])
+    second = runner.invoke(app, ["predict", str(cli_bundle), str(good[0]), "--out", str(out)])
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    runs = sorted(out.glob("run-*"))
+    assert len(runs) == 2 and [_records_line(first.output), _records_line(second.output)] == [
+        r / "predictions.jsonl" for r in runs
+    ]
+    for run, sources in zip(runs, (crack[:2], good[:1]), strict=True):
+        records = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+        assert [r["source"] for r in records] == [str(s) for s in sources]
+        assert sorted(p.name for p in run.glob("*.png")) == sorted(Path(r["overlay"]).name for r in records)
+        assert all(Path(r["overlay"]).parent == run for r in records)
+
+
+def test_predict_on_a_folder_without_images_says_so(cli_bundle: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    result = runner.invoke(app, ["predict", str(cli_bundle), str(empty), "--out", str(tmp_path / "pred")])
+    assert result.exit_code == 2
+    assert "no images in folder" in result.output and "empty" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "pred").exists()
+
+
+def test_predict_reports_folders_and_rejected_frames(cli_bundle: Path, tiny_demo: Path, tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    src = sorted((tiny_demo / "test" / "good").glob("*.png"))[0]
+    (folder / "a.png").write_bytes(src.read_bytes())
+    (folder / "folder.png").mkdir()
+    assert cv2.imwrite(str(folder / "black.png"), np.zeros((256, 256, 3), np.uint8))
+    out = tmp_path / "pred"
+    result = runner.invoke(app, ["predict", str(cli_bundle), str(folder), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    lines = _records_line(result.output).read_text().splitlines()
+    records = {Path(r["source"]).name: r for r in map(json.loads, lines)}
+    assert set(records) == {"a.png", "black.png", "folder.png"}
+    assert records["a.png"]["verdict"] in ("good", "anomalous")
+    assert "verdict" not in records["black.png"] and records["black.png"]["rejected"] is True
+    assert "blank or flat frame" in records["black.png"]["error"]
+    assert "is a folder" in records["folder.png"]["error"] and "verdict" not in records["folder.png"]
+
+
+def test_a_blank_training_image_is_named(tiny_demo: Path, tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    data = tmp_path / "good"
+    data.mkdir()
+    for src in sorted((tiny_demo / "train" / "good").glob("*.png"))[:4]:
+        (data / src.name).write_bytes(src.read_bytes())
+    assert cv2.imwrite(str(data / "zz_dead.png"), np.zeros((96, 96, 3), np.uint8))
+    args = ["train", str(data), "--out", str(tmp_path / "m"), "--random-backbone", "--image-size", "64"]
+    result = runner.invoke(app, [*args, "--resize", "72", "--epochs", "1", "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert "zz_dead.png: blank or flat frame" in result.output and "Traceback" not in result.output

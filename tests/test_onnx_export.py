@@ -11,6 +11,7 @@ Tolerances (stated once, used below):
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -47,8 +48,20 @@ def dynamic_path(bundle: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fp16_path(bundle: Path) -> Path:
-    return export_onnx(bundle, precision="fp16")
+def fp16_cli(bundle: Path) -> tuple[Path, str]:
+    """`edge-ad export BUNDLE --precision fp16`: the written path and what the command printed."""
+    from typer.testing import CliRunner
+
+    from edge_ad.cli import app
+
+    result = CliRunner().invoke(app, ["export", str(bundle), "--precision", "fp16"])
+    assert result.exit_code == 0, result.output
+    return bundle / "model.fp16.onnx", result.output
+
+
+@pytest.fixture(scope="module")
+def fp16_path(fp16_cli: tuple[Path, str]) -> Path:
+    return fp16_cli[0]
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +132,8 @@ def test_detector_loads_onnx(fp32_path: Path) -> None:
 
     det = Detector.load(fp32_path)
     assert isinstance(det.runtime, OnnxRuntime)
-    (pred,) = det.predict(np.full((80, 90, 3), 128, np.uint8))
+    image = np.random.default_rng(0).integers(0, 256, (80, 90, 3), dtype=np.uint8)  # the input gate refuses flat frames
+    (pred,) = det.predict(image)
     assert np.isfinite(pred.image_score)
 
 
@@ -175,6 +189,37 @@ def test_fp16_export_runs_and_agrees_with_fp32(fp16_path: Path, fp32_path: Path,
     tol = FP16_REL_TOL * float(np.ptp(ref_map))
     _assert_close(map16, map32, tol)
     _assert_close(score16, score32, tol)
+
+
+def test_export_command_prints_the_parity_figures_it_measured(fp16_cli: tuple[Path, str]) -> None:
+    path, output = fp16_cli
+    assert f"onnx: {path}" in output
+    assert "onnx.checker passed" in output and "TensorRT op check passed" in output
+    figures = re.search(
+        r"parity vs fp32 torch graph \(1 random image\(s\)\): max \|score diff\| (\S+), max \|map diff\| (\S+) "
+        r"\(allowed (\S+)\)",
+        output,
+    )
+    assert figures, output
+    score, amap, allowed = (float(v) for v in figures.groups())
+    assert 0 < amap <= allowed and 0 <= score <= allowed  # fp16 moves the map a little, within the export's bound
+
+
+def test_fp16_threshold_comes_from_its_own_good_scores(fp16_cli: tuple[Path, str], bundle: Path) -> None:
+    from edge_ad.data.images import read_image
+    from edge_ad.thresholds import image_score_threshold
+
+    path, output = fp16_cli
+    info = read_bundle(bundle)
+    rt = OnnxRuntime(path)
+    folder = Path(info.training["data"]) / "train" / "good"
+    held = info.training["holdout_images"]
+    scores, _ = rt.predict(rt.preprocessing.batch([read_image(folder / name) for name in held]))
+    expected = image_score_threshold(scores, info.training["threshold_sigmas"])["threshold"]
+    assert rt.threshold == pytest.approx(expected, rel=1e-6)
+    assert rt.threshold != info.threshold  # fp16 moved the scores, so its threshold moved with them
+    assert rt.score_stats["fp32_threshold"] == info.threshold and rt.score_stats["image"]["good_count"] == len(held)
+    assert f"threshold: {rt.threshold:.6g}" in output
 
 
 # ----------------------------------------------------------------------------- op check
@@ -253,7 +298,8 @@ def test_onnx_runtime_imports_no_torch(exported_meta: dict[str, str], tmp_path: 
         f"rt = OnnxRuntime({str(path)!r})\n"
         "score, amap = rt.predict(np.zeros((3, 3, 64, 64), np.float32))\n"
         "assert score.shape == (3,) and amap.shape == (3, 64, 64)\n"
-        f"Detector.load({str(path)!r}).predict(np.zeros((70, 80, 3), np.uint8))\n"
+        "image = np.random.default_rng(0).integers(0, 256, (70, 80, 3), dtype=np.uint8)\n"
+        f"Detector.load({str(path)!r}).predict(image)\n"
     )
     assert_runs_without(code, ["torch"])
 

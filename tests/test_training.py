@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +15,14 @@ from edge_ad.data.preprocess import Preprocessing
 from edge_ad.models.registry import load_model
 from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
 from edge_ad.training.pipeline import BackboneSpec, train_bundle
-from edge_ad.training.trainer import TrainConfig, Trainer, add_feature_noise, split_holdout, truncated_l1
+from edge_ad.training.trainer import (
+    TrainConfig,
+    Trainer,
+    add_feature_noise,
+    run_fingerprint,
+    split_holdout,
+    truncated_l1,
+)
 
 
 def test_truncated_l1_matches_the_formula() -> None:
@@ -113,6 +121,76 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path) -
     other = Trainer(fresh(), feats, cfg, checkpoint_dir=tmp_path / "b", run_fingerprint="y")
     with pytest.raises(ValueError, match="different data or settings"):
         other.resume()
+
+
+def _fresh_simplenet() -> SimpleNet:
+    torch.manual_seed(0)
+    return SimpleNet(SimpleNetConfig(noise_std=0.1), image_size=32)
+
+
+def _trainer(feats: torch.Tensor, cfg: TrainConfig, folder: Path) -> Trainer:
+    """A trainer whose fingerprint is made as the pipeline makes it: from the whole train config."""
+    fingerprint = run_fingerprint(data="d", train=cfg.to_dict())
+    return Trainer(_fresh_simplenet(), feats, cfg, checkpoint_dir=folder, run_fingerprint=fingerprint)
+
+
+def test_resume_with_more_epochs_extends_the_run_bit_for_bit(tmp_path: Path) -> None:
+    feats = torch.randn(6, 16, 1536).half()
+    three = TrainConfig(epochs=3, batch_size=2, seed=5)
+    straight = _trainer(feats, three, tmp_path / "a")
+    straight.fit()
+    _trainer(feats, dataclasses.replace(three, epochs=2), tmp_path / "b").fit()  # a finished 2-epoch run
+    extended = _trainer(feats, three, tmp_path / "b")
+    assert extended.resume() and extended.start_epoch == 2
+    history = extended.fit()
+    assert [h.epoch for h in history] == [0, 1, 2]
+    for a, b in zip(straight.model.state_dict().values(), extended.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # the same length again: nothing left to train, the weights are the checkpoint's
+    again = _trainer(feats, three, tmp_path / "b")
+    assert again.resume() and again.start_epoch == 3
+    again.fit()
+    for a, b in zip(straight.model.state_dict().values(), again.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_resume_refuses_fewer_epochs_real_changes_and_a_stretched_cosine(tmp_path: Path) -> None:
+    feats = torch.randn(4, 4, 1536).half()
+    cfg = TrainConfig(epochs=2, batch_size=2, seed=5)
+    _trainer(feats, cfg, tmp_path / "run").fit()
+    with pytest.raises(ValueError, match="already holds 2 epochs, more than --epochs 1"):
+        _trainer(feats, dataclasses.replace(cfg, epochs=1), tmp_path / "run").resume()
+    for change in ({"batch_size": 4}, {"seed": 6}, {"disc_lr": 1e-3}, {"epochs": 3, "adapter_lr": 1e-3}):
+        with pytest.raises(ValueError, match="different data or settings"):
+            _trainer(feats, dataclasses.replace(cfg, **change), tmp_path / "run").resume()
+
+    cosine = TrainConfig(epochs=2, batch_size=2, seed=5, cosine_schedule=True)
+    _trainer(feats, cosine, tmp_path / "cos").fit()
+    with pytest.raises(ValueError, match="cosine schedule over 2 epochs"):
+        _trainer(feats, dataclasses.replace(cosine, epochs=3), tmp_path / "cos").resume()
+    assert _trainer(feats, cosine, tmp_path / "cos").resume()  # its own length still resumes
+
+
+def test_train_bundle_resume_extends_a_kept_run(tiny_demo: Path, tmp_path: Path) -> None:
+    """Through the pipeline: 1 epoch kept, resumed with --epochs 2, equals a straight 2-epoch bundle."""
+
+    def train(out: Path, epochs: int, **kwargs: bool) -> dict:
+        train_bundle(
+            tiny_demo,
+            out,
+            backbone=BackboneSpec(random=True),
+            preprocessing=Preprocessing(image_size=64, resize=72),
+            train_cfg=TrainConfig(epochs=epochs, batch_size=4, seed=2),
+            **kwargs,
+        )
+        return json.loads((out / "config.json").read_text())
+
+    straight = train(tmp_path / "straight", 2)
+    train(tmp_path / "ext", 1, keep_checkpoint=True)
+    extended = train(tmp_path / "ext", 2, resume=True)
+    assert extended["training"]["epochs"] == 2 and extended["training"]["final_epoch"]["epoch"] == 1
+    assert extended["files"] == straight["files"]  # the weights' SHA-256
+    assert extended["threshold"] == straight["threshold"]
 
 
 def test_random_backbone_must_be_explicit(tiny_demo: Path, tmp_path: Path) -> None:

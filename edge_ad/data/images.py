@@ -1,10 +1,11 @@
 """Reading images and ground-truth masks from disk (numpy + OpenCV only, no torch).
 
-Every image that edge-ad trains on, evaluates or runs on goes through :func:`read_image`, so all
-runtimes see the same pixels:
+Every image that edge-ad trains on, evaluates or runs on goes through :func:`read_image`, which reads the file's
+bytes and hands them to the input gate, :func:`edge_ad.data.gate.decode_image` (the same call ``serve`` makes on an
+HTTP body), so all paths and runtimes see the same pixels and refuse the same inputs:
 
 - the result is always ``uint8``, ``H x W x 3``, **RGB** channel order (OpenCV decodes to BGR; it is
-  converted here once);
+  converted once);
 - grayscale images are replicated to three channels;
 - an alpha channel is **dropped** (not composited onto a background): the colour channels are used as
   they are stored;
@@ -12,11 +13,14 @@ runtimes see the same pixels:
 - floating-point images (e.g. 32-bit TIFF) are taken as ``[0, 1]`` when their maximum is <= 1 and
   scaled by 255, otherwise as ``[0, 255]``; either way they are clipped to 0..255 and rounded, and NaN
   becomes 0;
-- EXIF orientation is not applied (``IMREAD_UNCHANGED``): pixels are used as stored, the same way on
-  every machine.
+- the **EXIF orientation is applied** (all 8 values, JPEG / PNG / WebP / TIFF), so a phone picture stored sideways
+  with orientation 6 is scored upright, exactly as it would be trained on;
+- the gate refuses (:class:`InputRejected`, an :class:`ImageError`) files over 64 MiB, more than 40 million pixels
+  (read from the header, before decoding), images under 32 pixels on a side and blank or flat frames; pass
+  ``limits`` to change that.
 
-Files are read with ``np.fromfile`` + ``cv2.imdecode`` so paths with non-ASCII characters work on every
-platform. Every failure raises :class:`ImageError` whose message names the offending file.
+Files are read as bytes (so paths with non-ASCII characters work on every platform) and decoded from memory.
+Every failure raises :class:`ImageError` whose message names the offending file.
 """
 
 from __future__ import annotations
@@ -24,79 +28,48 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageError", "list_images", "read_image", "read_mask"]
+from edge_ad.data.errors import ImageError
+from edge_ad.data.gate import DEFAULT_LIMITS, InputLimits, InputRejected, decode_image, decode_pixels, to_uint8
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageError", "InputRejected", "list_images", "read_image", "read_mask"]
 
 #: File suffixes treated as images (compared case-insensitively, with the leading dot).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
+#: Masks are all black for good images and may be tiny: only the byte and pixel limits apply to them.
+_MASK_LIMITS = InputLimits(min_side=1, flat_std=0.0)
 
-class ImageError(ValueError):
-    """An image or mask file is missing, unreadable, corrupt or has an unsupported format."""
 
-
-def _decode(path: Path, what: str) -> np.ndarray:
-    """Decode ``path`` with ``IMREAD_UNCHANGED``; raise ImageError naming the file on any failure."""
+def _read_bytes(path: Path, what: str, limits: InputLimits) -> bytes:
+    """The file's bytes; ImageError naming the file when it is missing, a folder or unreadable; the byte limit is
+    checked from the file's size before anything is read."""
     if not path.exists():
         raise ImageError(f"{what} file not found: {path}")
     if path.is_dir():
         raise ImageError(f"{what} path is a directory, not a file: {path}")
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            raise InputRejected(
+                f"rejected {path}: {size} bytes, over the input gate's limit of {limits.max_bytes} bytes"
+            )
+        return path.read_bytes()
     except OSError as exc:
         raise ImageError(f"cannot read {what} file {path}: {exc}") from exc
-    if data.size == 0:
-        raise ImageError(f"{what} file is empty (0 bytes): {path}")
-    try:
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    except cv2.error as exc:
-        raise ImageError(f"cannot decode {what} file {path} (corrupt or not an image): {exc}") from exc
-    if img is None:
-        raise ImageError(f"cannot decode {what} file {path} (corrupt, truncated or not an image)")
-    if img.size == 0 or img.ndim < 2 or img.shape[0] == 0 or img.shape[1] == 0:
-        raise ImageError(f"{what} file {path} decodes to an empty image (shape {img.shape})")
-    return img
 
 
-def _to_uint8(img: np.ndarray, path: Path, what: str) -> np.ndarray:
-    """Convert the decoded pixel values to uint8 (see the module docstring for the rules)."""
-    if img.dtype == np.uint8:
-        return img
-    if img.dtype == np.uint16:
-        return np.rint(img.astype(np.float64) / 257.0).astype(np.uint8)
-    if img.dtype in (np.float32, np.float64, np.float16):
-        f = np.nan_to_num(img.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
-        finite_max = float(f.max()) if f.size else 0.0
-        if finite_max <= 1.0:
-            f = f * 255.0
-        return np.rint(np.clip(f, 0.0, 255.0)).astype(np.uint8)
-    raise ImageError(f"unsupported pixel type {img.dtype} in {what} file {path}")
+def read_image(path: str | os.PathLike[str], limits: InputLimits | None = None) -> np.ndarray:
+    """Read an image file through the input gate as ``uint8`` ``H x W x 3`` RGB, EXIF orientation applied.
 
-
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as ``uint8`` ``H x W x 3`` RGB.
-
-    Grayscale is replicated to RGB, alpha is dropped, 16-bit and float images are converted to 8 bits.
-    Raises :class:`ImageError` (naming the file) for a missing file, a directory, an empty or corrupt
-    file, a zero-size image or an unsupported channel count / pixel type.
+    Raises :class:`ImageError` (naming the file) for a missing file, a directory, an empty or corrupt file, a
+    zero-size image or an unsupported format / channel count / pixel type, and :class:`InputRejected` (a subclass)
+    for an input the gate does not trust (see :mod:`edge_ad.data.gate`; ``limits`` defaults to its defaults).
     """
     p = Path(path)
-    img = _to_uint8(_decode(p, "image"), p, "image")
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    if img.ndim == 2:
-        return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
-    if img.ndim != 3:
-        raise ImageError(f"unsupported image layout (shape {img.shape}) in {p}")
-    channels = img.shape[2]
-    if channels == 3:
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    if channels == 4:
-        # Alpha is dropped on purpose (no compositing): the stored colour values are used as they are.
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    raise ImageError(f"unsupported number of channels ({channels}) in image file {p}; expected 1, 3 or 4")
+    limits = limits or DEFAULT_LIMITS
+    return decode_image(_read_bytes(p, "image", limits), str(p), limits)
 
 
 def read_mask(path: str | os.PathLike[str], expected_hw: tuple[int, int]) -> np.ndarray:
@@ -110,7 +83,7 @@ def read_mask(path: str | os.PathLike[str], expected_hw: tuple[int, int]) -> np.
     p = Path(path)
     if not p.exists():
         raise ImageError(f"mask missing: {p}")
-    img = _to_uint8(_decode(p, "mask"), p, "mask")
+    img = to_uint8(decode_pixels(_read_bytes(p, "mask", _MASK_LIMITS), str(p), _MASK_LIMITS, "mask"), str(p), "mask")
     if img.ndim == 3:
         channels = img.shape[2]
         if channels == 1:

@@ -9,10 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import nn
+from torch import Tensor, nn
 
-from edge_ad.bundle import WEIGHTS_NAME, BundleError, BundleInfo, read_bundle, write_config
+from edge_ad.bundle import CONFIG_NAME, WEIGHTS_NAME, BundleError, BundleInfo, read_bundle, write_config
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.io import atomic_write_with
 from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
@@ -65,11 +66,30 @@ def load_model(bundle: str | Path | BundleInfo) -> tuple[SimpleNet, BundleInfo]:
         model = builder(info)
     except ValueError as exc:
         raise BundleError(f"{info.path}: {exc}") from exc
-    state = load_file(str(info.weights_path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    state = _read_weights(info.weights_path)
+    own = model.state_dict()
+    for key, value in own.items():
+        if key in state and tuple(state[key].shape) != tuple(value.shape):
+            raise BundleError(
+                f"{info.weights_path} does not fit the {info.family} config in {info.path / CONFIG_NAME}: "
+                f"{key} has shape {tuple(state[key].shape)} in the weights but {tuple(value.shape)} in the model "
+                "the config describes (was config.json edited?)"
+            )
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # anything the shape check above did not foresee
+        raise BundleError(f"{info.weights_path} does not fit the {info.family} config: {exc}") from exc
     if missing or unexpected:
         raise BundleError(
             f"{info.weights_path} does not fit the {info.family} config: "
             f"missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
     return model.eval(), info
+
+
+def _read_weights(path: Path) -> dict[str, Tensor]:
+    """The bundle's tensors; a damaged file is named in one line instead of a safetensors traceback."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BundleError(f"{path} is not a readable safetensors file ({exc}): damaged bundle") from exc

@@ -8,11 +8,16 @@ here. Parameter names match ``torchvision.models.wide_resnet50_2`` exactly, so a
 from __future__ import annotations
 
 import hashlib
+import http.client
+import urllib.error
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from edge_ad.io import atomic_path
 
 # torchvision's published ImageNet weights (the SimpleNet authors used IMAGENET1K_V1).
 # The hex in the file name is the prefix of the file's SHA-256, which torchvision checks on download.
@@ -193,17 +198,47 @@ def load_backbone_weights(trunk: WideResNet50Trunk, state: dict[str, Tensor], so
 
 
 def download_imagenet_weights(name: str = "imagenet1k_v1", cache_dir: str | Path | None = None) -> Path:
-    """Fetch torchvision's official weights once, verifying the SHA-256 prefix in their file name."""
+    """Fetch torchvision's official weights once, verifying the SHA-256 prefix in their file name.
+
+    A failed download (offline machine, proxy, HTTP error, wrong hash) is one :class:`BackboneWeightsError` that
+    says why and how to pass a local copy instead; nothing half-downloaded is left in the cache.
+    """
     if name not in IMAGENET_WEIGHTS:
         raise BackboneWeightsError(f"unknown weights {name!r}; choose from {sorted(IMAGENET_WEIGHTS)}")
     url = IMAGENET_WEIGHTS[name]
     cache = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / "checkpoints"
     target = cache / url.rsplit("/", 1)[1]
-    if not target.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        hash_prefix = target.stem.rsplit("-", 1)[1]
-        torch.hub.download_url_to_file(url, str(target), hash_prefix=hash_prefix, progress=True)
+    if target.exists():
+        return target
+    offline_hint = (
+        f"download {url} on a machine with internet and pass the file: --backbone-weights /path/to/{target.name} "
+        f"(or copy it to {target})"
+    )
+    hash_prefix = target.stem.rsplit("-", 1)[1]
+    try:
+        with atomic_path(target) as tmp:
+            digest = _fetch(url, tmp)
+            if not digest.startswith(hash_prefix):
+                raise BackboneWeightsError(
+                    f"the {name} weights downloaded from {url} have SHA-256 {digest[:16]}..., expected "
+                    f"{hash_prefix}...: damaged download or intercepting proxy; {offline_hint}"
+                )
+    except (OSError, http.client.HTTPException) as exc:  # URLError/HTTPError, timeouts, resets, a full disk
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        raise BackboneWeightsError(
+            f"could not download the {name} weights from {url} ({reason}); {offline_hint}"
+        ) from exc
     return target
+
+
+def _fetch(url: str, dest: Path, timeout_s: float = 60.0) -> str:
+    """Stream ``url`` into ``dest``; returns the SHA-256 of what was written."""
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=timeout_s) as response, open(dest, "wb") as fh:
+        for block in iter(lambda: response.read(1 << 20), b""):
+            digest.update(block)
+            fh.write(block)
+    return digest.hexdigest()
 
 
 def state_dict_sha256(module: nn.Module) -> str:

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 
 from edge_ad import BUNDLE_FORMAT_VERSION, __version__
-from edge_ad.bundle import BundleError
+from edge_ad.bundle import BundleError, finite_threshold
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.runtimes.base import check_batch
 
@@ -52,6 +53,35 @@ def _providers(device: str) -> list[Any]:
     raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'")
 
 
+def _errors(*names: str) -> tuple[type[Exception], ...]:
+    return tuple(e for e in (getattr(_ort_errors, n, None) for n in names) if isinstance(e, type))
+
+
+# onnxruntime's errors for a file that is not a loadable ONNX model (they derive from Exception, not RuntimeError).
+_NOT_A_MODEL = _errors("InvalidProtobuf", "InvalidArgument", "InvalidGraph", "NoModel")
+_CANNOT_LOAD = _errors("Fail", "NotImplemented", "RuntimeException")
+
+
+def _open_session(path: Path, options: ort.SessionOptions, providers: list[Any]) -> ort.InferenceSession:
+    """An inference session, or one line naming the file when onnxruntime cannot read it as a model."""
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except _NOT_A_MODEL as exc:
+        raise BundleError(
+            f"{path} is not a valid ONNX model ({_reason(exc)}): a damaged, truncated or wrong file; "
+            "re-export it with `edge-ad export`"
+        ) from exc
+    except _CANNOT_LOAD as exc:
+        raise BundleError(f"onnxruntime cannot load {path}: {_reason(exc)}") from exc
+
+
+def _reason(exc: Exception) -> str:
+    """onnxruntime's message without its ``[ONNXRuntimeError] : 7 : INVALID_PROTOBUF :`` prefix, on one line."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = text.rsplit(" : ", 1)[-1]
+    return text.split("failed:", 1)[-1].strip().rstrip(".")  # "Load model from PATH failed:Protobuf parsing failed."
+
+
 class OnnxRuntime:
     """Runs an exported edge-ad ONNX model; ``predict(batch) -> (image_score[N], anomaly_map[N,H,W])``.
 
@@ -74,7 +104,7 @@ class OnnxRuntime:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
         self.device = device
-        self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        self.session = _open_session(self.path, options, providers)
         if device != "cpu" and "CUDAExecutionProvider" not in self.session.get_providers():
             raise RuntimeError(
                 f"onnxruntime could not start CUDAExecutionProvider for {self.path} (CUDA/cuDNN libraries missing?)"
@@ -103,8 +133,10 @@ class OnnxRuntime:
         try:
             self.preprocessing = Preprocessing.from_dict(json.loads(meta["preprocessing"]))
             self.image_size = int(meta["image_size"])
-            self.threshold = float(meta["threshold"])
+            self.threshold = finite_threshold(meta["threshold"], f"{self.path} (metadata)", text=True)
             self.score_stats: dict[str, Any] = dict(json.loads(meta["score_stats"]))
+        except BundleError:
+            raise
         except (TypeError, ValueError) as exc:
             raise BundleError(f"{self.path} has malformed edge-ad metadata: {exc}") from exc
         self.family = meta["family"]

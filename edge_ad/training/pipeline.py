@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge_ad.bundle import file_sha256
+from edge_ad.bundle import artifact_weights_sha256, check_artifact_current, file_sha256, warn_threshold
 from edge_ad.data.images import read_image
 from edge_ad.data.layout import resolve_category, train_images
 from edge_ad.data.preprocess import Preprocessing
@@ -30,12 +30,12 @@ from edge_ad.models.wide_resnet import (
 )
 from edge_ad.progress import console
 from edge_ad.runtimes.torch_runtime import TorchRuntime
+from edge_ad.thresholds import good_image_statistics
 from edge_ad.training.feature_cache import extract_features
 from edge_ad.training.trainer import (
     CHECKPOINT_NAME,
     TrainConfig,
     Trainer,
-    good_image_statistics,
     run_fingerprint,
     split_holdout,
 )
@@ -211,4 +211,28 @@ def train_bundle(
     if not keep_checkpoint:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     console.log(f"bundle written to {out_dir} (threshold {image_stats['threshold']:.4f})")
+    set_aside_stale_exports(out_dir)
+    warn_threshold(image_stats["threshold"], score_stats, out_dir)
     return out_dir
+
+
+def set_aside_stale_exports(bundle_dir: Path) -> list[Path]:
+    """Rename exports in ``bundle_dir`` made from other weights to ``*.stale`` (engine sidecars too).
+
+    Why: retraining into a folder that holds earlier exports would otherwise leave ``model.*.onnx`` /
+    ``model.*.engine`` that look current; loading refuses them anyway, renaming makes the folder say so.
+    """
+    moved = []
+    for artifact in sorted([*bundle_dir.glob("model.*.onnx"), *bundle_dir.glob("model.*.engine")]):
+        try:
+            check_artifact_current(bundle_dir, artifact_weights_sha256(artifact), artifact)
+            continue
+        except Exception:  # noqa: BLE001 - stale, or unreadable: either way it does not belong to these weights
+            pass
+        for item in (artifact, artifact.with_suffix(".json") if artifact.suffix == ".engine" else None):
+            if item is not None and item.is_file():
+                item.replace(item.with_name(item.name + ".stale"))
+                moved.append(item)
+    if moved:
+        console.log(f"set aside {len(moved)} export(s) made from earlier weights: {', '.join(p.name for p in moved)}")
+    return moved

@@ -2,6 +2,8 @@
 
 Every source of randomness (holdout split, image order, noise) comes from generators seeded by
 ``(seed, epoch)``, so a run killed after epoch k and resumed gives the same weights as an uninterrupted one.
+Nothing but the cosine schedule depends on the total number of epochs, so a resumed run may also ask for more
+epochs than the checkpoint's run did: it trains on and equals an uninterrupted run of the new length.
 """
 
 from __future__ import annotations
@@ -10,12 +12,10 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -122,6 +122,7 @@ class Trainer:
     def _state(self, epoch: int) -> dict:
         return {
             "epoch": epoch,
+            "epochs_planned": self.cfg.epochs,
             "fingerprint": self.fingerprint,
             "adapter": self.model.adapter.state_dict(),
             "discriminator": self.model.discriminator.state_dict(),
@@ -137,8 +138,16 @@ class Trainer:
         atomic_write_with(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
 
     def resume(self) -> bool:
-        """Load the last checkpoint if there is one; refuse one written for other data or settings."""
-        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+        """Load the last checkpoint if there is one; refuse one written for other data or settings.
+
+        The number of epochs may grow (train on from the checkpoint) or stay (nothing left to train); fewer
+        epochs than the checkpoint holds, or more under a cosine schedule (whose learning rates depend on the
+        total), are refused.
+        """
+        if self.checkpoint_path is None:
+            return False
+        if not self.checkpoint_path.exists():
+            console.log(f"no checkpoint at {self.checkpoint_path} to resume: training from the first epoch")
             return False
         # weights_only: plain tensors and containers, never arbitrary pickled objects
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
@@ -147,6 +156,7 @@ class Trainer:
                 f"{self.checkpoint_path} was written for different data or settings; "
                 "delete it or use another --out to start afresh"
             )
+        self._check_epochs(int(state["epoch"]), int(state.get("epochs_planned", state["epoch"])))
         self.model.adapter.load_state_dict(state["adapter"])
         self.model.discriminator.load_state_dict(state["discriminator"])
         self.adapter_opt.load_state_dict(state["adapter_opt"])
@@ -154,6 +164,20 @@ class Trainer:
         self.history = [EpochStats(**h) for h in json.loads(state["history"])]
         self.start_epoch = int(state["epoch"])
         return True
+
+    def _check_epochs(self, done: int, planned: int) -> None:
+        wanted = self.cfg.epochs
+        if wanted < done:
+            raise ValueError(
+                f"{self.checkpoint_path} already holds {done} epochs, more than --epochs {wanted}: "
+                f"pass --epochs {done} or more to resume it, or use another --out to start afresh"
+            )
+        if self.cfg.cosine_schedule and wanted != planned:
+            raise ValueError(
+                f"{self.checkpoint_path} was trained with a cosine schedule over {planned} epochs; the learning "
+                f"rates of its {done} epochs depend on that total, so --epochs {wanted} cannot continue it exactly: "
+                f"resume with --epochs {planned}, or start afresh"
+            )
 
     # -- training ------------------------------------------------------------------------------------
     def _set_lr(self, epoch: int) -> None:
@@ -200,9 +224,12 @@ class Trainer:
         steps_per_epoch = math.ceil(self.features.shape[0] / cfg.batch_size)
         remaining = cfg.epochs - self.start_epoch
         if remaining <= 0:
+            if self.start_epoch:
+                console.log(f"the checkpoint already holds all {cfg.epochs} epochs: nothing left to train")
             self.model.eval()
             return self.history
-        with progress_bar(total=remaining, description="train") as bar:
+        label = f"train (resumed after epoch {self.start_epoch})" if self.start_epoch else "train"
+        with progress_bar(total=remaining, description=label, unit="epochs") as bar:
             for epoch in range(self.start_epoch, cfg.epochs):
                 stats = self.train_epoch(epoch)
                 self.history.append(stats)
@@ -228,36 +255,20 @@ class Trainer:
         return torch.cat(out)
 
 
+# Settings a resumed run may change: more epochs continue a run exactly (Trainer.resume checks the count).
+RESUMABLE_SETTINGS = {"train": ("epochs",)}
+
+
 def run_fingerprint(**parts: object) -> str:
-    """Hash of what determines a run (data files, configs, backbone); a checkpoint only resumes its own run."""
-    text = json.dumps(parts, sort_keys=True, default=str)
+    """Hash of what determines a run (data files, configs, backbone); a checkpoint only resumes its own run.
+
+    The ``train`` part's ``epochs`` is left out (see ``RESUMABLE_SETTINGS``): asking for more epochs extends a run.
+    """
+    kept = {
+        name: {k: v for k, v in part.items() if k not in RESUMABLE_SETTINGS.get(name, ())}
+        if isinstance(part, dict)
+        else part
+        for name, part in parts.items()
+    }
+    text = json.dumps(kept, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def good_image_statistics(
-    predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], batches: Iterable[np.ndarray], sigmas: float
-) -> dict[str, Any]:
-    """Score good images (never test data) and derive the verdict threshold and map statistics from them."""
-    scores, maps = zip(*(predict(batch) for batch in batches), strict=True)
-    good_maps = np.concatenate(maps)
-    return {
-        "image": image_score_threshold(np.concatenate(scores), sigmas),
-        "pixel": {
-            "good_p50": float(np.quantile(good_maps, 0.5)),
-            "good_p99": float(np.quantile(good_maps, 0.99)),
-            "good_max": float(good_maps.max()),
-        },
-    }
-
-
-def image_score_threshold(scores: np.ndarray, sigmas: float) -> dict[str, float]:
-    """Verdict threshold from good images only: mean + k*std, never below their maximum."""
-    scores = np.asarray(scores, dtype=np.float64)
-    mean, std = float(scores.mean()), float(scores.std())
-    return {
-        "threshold": max(mean + sigmas * std, float(scores.max())),
-        "good_mean": mean,
-        "good_std": std,
-        "good_max": float(scores.max()),
-        "good_count": int(scores.size),
-    }

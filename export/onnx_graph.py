@@ -1,0 +1,118 @@
+"""Structure of an exported ONNX graph: what depends on a tensor, and the work of its weighted layers. Torch-free.
+
+One home for graph walks that the export (fp16 split, FLOP count) and the INT8 calibration (float head, recipe
+speed) both need, so that the calibration stage does not import the torch-based exporter for them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import onnx
+
+__all__ = ["FLOP_STAGES", "WEIGHTED_OPS", "descendants", "graph_flops", "node_macs"]
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+FLOP_STAGES = ("backbone", "aggregation", "discriminator", "postprocess")
+PATCH_SCORES = "patch_scores"
+
+
+def descendants(graph: onnx.GraphProto, tensor: str) -> list[int]:
+    """Indices (in graph order) of the nodes that depend, transitively, on ``tensor``.
+
+    Relies on the graph being topologically sorted, as ``onnx.checker`` requires of every exported model.
+    """
+    reached, found = {tensor}, []
+    for index, node in enumerate(graph.node):
+        if any(name in reached for name in node.input):
+            found.append(index)
+            reached.update(node.output)
+    return found
+
+
+def _shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, list[int]]]:
+    """Shape-inferred copy of ``model`` and every known tensor shape (a symbolic axis counts as 1)."""
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    shapes: dict[str, list[int]] = {t.name: list(t.dims) for t in inferred.graph.initializer}
+    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        shapes.setdefault(value.name, [d.dim_value if d.HasField("dim_value") else 1 for d in dims])
+    return inferred, shapes
+
+
+def _macs_of(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int:
+    """Multiply-accumulates of one weighted node over its whole output (all images of the batch)."""
+    out = shapes.get(node.output[0]) if node.output else None
+    if not out or node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
+        return 0
+    if node.op_type in ("Conv", "ConvTranspose"):
+        weight = shapes.get(node.input[1])
+        return math.prod(out) * math.prod(weight[1:]) if weight else 0
+    a = shapes.get(node.input[0])
+    if not a:
+        return 0
+    trans_a = any(at.name == "transA" and at.i for at in node.attribute)
+    return math.prod(out) * (a[-2] if node.op_type == "Gemm" and trans_a else a[-1])
+
+
+def _batch(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> int:
+    initializers = {t.name for t in model.graph.initializer}
+    first = next((i.name for i in model.graph.input if i.name not in initializers), None)
+    return max(shapes[first][0], 1) if first is not None and shapes.get(first) else 1
+
+
+def node_macs(model: onnx.ModelProto) -> dict[str, int]:
+    """Multiply-accumulates per image of every Conv/ConvTranspose/Gemm/MatMul node, by node name."""
+    inferred, shapes = _shapes(model)
+    batch = _batch(inferred, shapes)
+    macs = {}
+    for node in inferred.graph.node:
+        value = _macs_of(node, shapes)
+        if value:
+            macs[node.name] = value // batch
+    return macs
+
+
+def _flops_model(model_or_path: onnx.ModelProto | str | os.PathLike[str]) -> onnx.ModelProto:
+    if isinstance(model_or_path, onnx.ModelProto):
+        return model_or_path
+    path = Path(model_or_path)
+    if path.is_dir():  # a bundle: count its exported graph
+        candidates = [path / "model.fp32.onnx", *sorted(path.glob("model.*.onnx"))]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise FileNotFoundError(f"{path} holds no exported model.<precision>.onnx to count FLOPs on")
+        path = found
+    return onnx.load(str(path))
+
+
+def graph_flops(model_or_path: onnx.ModelProto | str | os.PathLike[str]) -> dict[str, float]:
+    """FLOPs per image (2 x multiply-accumulates of Conv, Gemm and MatMul) by stage, plus ``"total"``.
+
+    Accepts an ONNX model, its path, or a bundle folder (its exported ``model.fp32.onnx``, else another
+    ``model.*.onnx``). Stages (:data:`FLOP_STAGES`) are found from the graph's structure, not node names:
+    ``aggregation`` = the grouped convolutions of the patch aggregator, ``discriminator`` = what depends on
+    them, ``postprocess`` = what depends on ``patch_scores``, ``backbone`` = the rest. Element-wise ops,
+    pooling and resizes are not counted. A symbolic batch axis counts as one image.
+    """
+    model, shapes = _shapes(_flops_model(model_or_path))
+    graph = model.graph
+    batch = _batch(model, shapes)
+    head = set(descendants(graph, PATCH_SCORES))
+    after_aggregation: set[str] = set()
+    flops = dict.fromkeys(FLOP_STAGES, 0.0)
+    for index, node in enumerate(graph.node):
+        grouped = node.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in node.attribute)
+        if index in head:
+            stage = "postprocess"
+        elif grouped or any(name in after_aggregation for name in node.input):
+            stage = "aggregation" if grouped else "discriminator"
+            after_aggregation.update(node.output)
+        else:
+            stage = "backbone"
+        if node.op_type in ("Conv", "Gemm", "MatMul"):
+            flops[stage] += 2.0 * _macs_of(node, shapes) / batch
+    flops["total"] = sum(flops[stage] for stage in FLOP_STAGES)
+    return flops
