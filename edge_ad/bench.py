@@ -5,16 +5,29 @@ the paper's 77 FPS (RTX 3080 Ti) and to the reference baseline (the authors' inf
 same run on the same device), peak host and device memory. Stages are timed separately: preprocessing,
 network (the runtime's ``predict``, which includes the in-graph post-processing), post-processing alone (the
 numpy head on the patch map, for scale), and end to end from image files (decode + preprocess + predict).
-CPU timing uses a monotonic clock; CUDA timing uses CUDA events and synchronises before reading them.
+CPU timing uses a monotonic clock; CUDA timing of torch rows uses CUDA events and synchronises before reading
+them. Rows of other backends on ``--device cuda`` (onnxruntime, TensorRT) use the monotonic clock, which is exact
+for them because ``predict`` returns host arrays only when the device work is done.
+
+Torch is imported only when a torch row runs (torch, torch-tensorrt, the reference path), so a torch-free Jetson
+benchmarks its onnxruntime and TensorRT rows. Peak device memory is measured per row for every backend: the
+device's used memory (``cudaMemGetInfo`` through cuda-python, sampled every few milliseconds while the row runs)
+minus what was in use before the row's runtime was created; torch rows also report torch's allocator peak, reset
+before each row. ``postprocesses=("cuda",)`` times the fused CUDA kernel in place of the graph's own head.
 """
 
 from __future__ import annotations
 
+import gc
+import importlib.metadata
+import importlib.util
 import os
 import platform
 import resource
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,6 +45,9 @@ from edge_ad.postprocess.numpy_ops import postprocess
 
 PAPER_FPS = 77.0  # SimpleNet paper, WideResNet50, RTX 3080 Ti
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+EXTRA_BACKENDS = ("torch-tensorrt",)  # named explicitly, not part of "all" (needs the torch-tensorrt extra)
+TORCH_BACKENDS = ("torch", "torch-tensorrt")
+POSTPROCESS = ("torch", "cuda")  # the graph's own head (torch ops or their ONNX/TensorRT form), or the CUDA kernel
 
 
 @dataclass
@@ -74,6 +90,8 @@ class BenchRow:
     peak_device_mib: float | None
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    postprocess: str = "torch"
+    torch_allocator_peak_mib: float | None = None
 
 
 def time_calls(fn: Callable[[], Any], warmup: int, iters: int, sync: Callable[[], None] | None = None) -> list[float]:
@@ -136,11 +154,22 @@ def machine_info() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         info["gpu"] = None
     for module in ("torch", "onnxruntime", "tensorrt", "onnx"):
-        try:
-            info[module] = __import__(module).__version__
-        except ImportError:
-            info[module] = None
+        info[module] = _package_version(module)
     return info
+
+
+def _package_version(module: str) -> str | None:
+    """Installed version without importing the package (importing torch is what a Jetson row must avoid)."""
+    try:
+        return importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    if module == "torch" or importlib.util.find_spec(module) is None:
+        return None
+    try:  # JetPack's TensorRT comes from apt, without pip metadata; importing it needs no torch
+        return str(__import__(module).__version__)
+    except Exception:  # noqa: BLE001 - a broken install is reported as absent
+        return None
 
 
 def _sample_files(data: Path | None, image_size: int, count: int, scratch: Path) -> list[Path]:
@@ -160,8 +189,35 @@ def _sample_files(data: Path | None, image_size: int, count: int, scratch: Path)
     return files
 
 
-def make_runtime(target: Path, backend: str, precision: str, device: str) -> Any:
-    """A runtime for a bundle folder (torch, or its exported ONNX/engine) or an artifact file."""
+def make_runtime(target: Path, backend: str, precision: str, device: str, postprocess: str = "torch") -> Any:
+    """A runtime for a bundle folder (torch, or its exported ONNX/engine) or an artifact file.
+
+    ``postprocess="cuda"`` runs the fused CUDA kernel on the patch scores instead of the graph's head (torch and
+    TensorRT); ``backend="torch-tensorrt"`` compiles the bundle's graph with Torch-TensorRT.
+    """
+    if postprocess not in POSTPROCESS:
+        raise ValueError(f"postprocess must be one of {', '.join(POSTPROCESS)}, not {postprocess!r}")
+    if backend == "torch-tensorrt":
+        from edge_ad.models.registry import load_model
+        from edge_ad.runtimes.torch_tensorrt_runtime import TorchTensorRTRuntime
+
+        if postprocess == "cuda":
+            raise ValueError("torch-tensorrt compiles the graph's own head; --postprocess cuda is for torch/tensorrt")
+        return TorchTensorRTRuntime(load_model(target)[0], precision=precision, device=device)
+    if postprocess == "cuda":
+        if not device.startswith("cuda"):
+            raise ValueError("--postprocess cuda needs --device cuda")
+        if backend == "torch" and target.is_dir():
+            from edge_ad.models.registry import load_model
+            from edge_ad.runtimes.torch_runtime import TorchRuntime
+
+            return TorchRuntime(load_model(target)[0], device=device, precision=precision, postprocess="cuda")
+        if backend == "tensorrt" or target.suffix == ".engine":
+            from edge_ad.runtimes.tensorrt_runtime import TensorRTRuntime
+
+            engine = target if target.suffix == ".engine" else target / f"model.{precision}.engine"
+            return TensorRTRuntime(engine, postprocess="cuda")
+        raise ValueError(f"--postprocess cuda is for the torch (bundle) and tensorrt backends, not {backend}")
     from edge_ad.detector import Detector
 
     return Detector.load(target, backend=backend, device=device, precision=precision).runtime
@@ -178,75 +234,147 @@ def run_bench(
     warmup: int = 2,
     iters: int = 10,
     reference: bool = True,
-    runtime_factory: Callable[[Path, str, str, str], Any] = make_runtime,
+    runtime_factory: Callable[..., Any] = make_runtime,
+    postprocesses: Sequence[str] = ("torch",),
 ) -> dict[str, Any]:
-    """Benchmark every (backend, precision, batch); returns the JSON report (rows + machine + artifact)."""
+    """Benchmark every (backend, precision, post-processing, batch); returns the JSON report.
+
+    ``runtime_factory(target, backend, precision, device)`` makes each runtime (``postprocess=`` is passed too
+    when it is not the graph's own head). Torch is imported only for torch rows.
+    """
     target = Path(target)
+    for pp in postprocesses:
+        if pp not in POSTPROCESS:
+            raise ValueError(f"--postprocess must be one of {', '.join(POSTPROCESS)}, not {pp!r}")
     info = read_bundle(target) if target.is_dir() else None
     preprocessing = info.preprocessing if info else Preprocessing()
-    size = preprocessing.image_size
     scratch = tempfile.TemporaryDirectory(prefix="edge-ad-bench-")
-    files = _sample_files(Path(data) if data else None, size, max(batches), Path(scratch.name))
+    files = _sample_files(Path(data) if data else None, preprocessing.image_size, max(batches), Path(scratch.name))
     images = [read_image(p) for p in files]
-    sync = _cuda_sync(device)
+    memory = DeviceMemory(device)
     rows: list[BenchRow] = []
     reference_fps: dict[int, float] = {}
     if reference and info is not None:
-        from edge_ad.benchmarks.reference_baseline import ReferenceBaseline
-        from edge_ad.models.registry import load_model
+        if importlib.util.find_spec("torch") is None:
+            rows.append(_error_row("reference (authors' path)", "fp32", device, batches[0], ImportError("no torch")))
+        else:
+            from edge_ad.benchmarks.reference_baseline import ReferenceBaseline
+            from edge_ad.models.registry import load_model
 
-        baseline = ReferenceBaseline(load_model(target)[0], device=device)
-        for b in batches:
-            x = preprocessing.batch(images[:b])  # _sample_files gave max(batches) images
-            stats = LatencyStats.from_times(time_calls(lambda x=x: baseline.predict(x), warmup, iters, sync), b)
-            reference_fps[b] = stats.images_per_s
-            rows.append(_row("reference (authors' path)", "fp32", device, b, stats, reference_fps[b]))
+            sync = _cuda_sync(device, "torch")
+            baseline_used = memory.used()
+            baseline = ReferenceBaseline(load_model(target)[0], device=device)
+            for b in batches:
+                x = preprocessing.batch(images[:b])  # _sample_files gave max(batches) images
+                memory.start_row(baseline_used, torch_row=True)
+                stats = LatencyStats.from_times(time_calls(lambda x=x: baseline.predict(x), warmup, iters, sync), b)
+                reference_fps[b] = stats.images_per_s
+                row = _row("reference (authors' path)", "fp32", device, b, stats, reference_fps[b])
+                row.peak_device_mib, row.torch_allocator_peak_mib = memory.stop_row()
+                rows.append(row)
+            del baseline
+            memory.release()
+    plan = _RowPlan(target, info, device, batches, data, images, files, preprocessing, warmup, iters, reference_fps)
     for backend in backends:
         for precision in precisions:
-            if backend == "torch" and precision == "int8":
+            if backend in TORCH_BACKENDS and precision == "int8":
                 continue  # INT8 exists only as a Q/DQ ONNX (onnxruntime, TensorRT)
-            try:
-                runtime = runtime_factory(target, backend, precision, device)
-            except Exception as exc:  # noqa: BLE001 - one unavailable backend must not stop the table
-                rows.append(_error_row(backend, precision, device, batches[0], exc))
-                continue
-            metrics: dict[str, float] = {}  # accuracy does not depend on the batch size: measured once per runtime
-            if data is not None and info is not None and (Path(data) / "test").exists():
-                from edge_ad.evaluate import evaluate
-
-                overall = evaluate(runtime, Path(data), preprocessing)["overall"]
-                metrics = {k: round(v, 4) for k, v in overall.items() if k in ("image_auroc", "pixel_auroc")}
-            for b in batches:
-                batch_imgs = images[:b]
-                x = preprocessing.batch(batch_imgs)
-                net = LatencyStats.from_times(time_calls(lambda x=x, rt=runtime: rt.predict(x), warmup, iters, sync), b)
-                pre = time_calls(lambda imgs=batch_imgs: preprocessing.batch(imgs), 1, max(2, iters // 2))
-                patch = _patch_map_for(runtime, x)
-                post = time_calls(lambda p=patch: postprocess(p, (size, size)), 1, max(2, iters // 2))
-                e2e = time_calls(  # from image files: decode + preprocess + predict
-                    lambda fs=files[:b], rt=runtime: rt.predict(preprocessing.batch([read_image(f) for f in fs])),
-                    1,
-                    max(2, iters // 2),
-                    sync,
-                )
-                row = _row(backend, precision, device, b, net, reference_fps.get(b))
-                row.preprocess_ms_per_image = float(np.median(pre) * 1e3 / b)
-                row.postprocess_ms_per_image = float(np.median(post) * 1e3 / b)
-                row.end_to_end_images_per_s = float(b / np.median(e2e))
-                row.metrics = dict(metrics)
-                rows.append(row)
+            for pp in postprocesses:
+                rows.extend(_bench_runtime(plan, backend, precision, pp, runtime_factory, memory))
     report = {
         "edge_ad_bench": 1,
         "target": str(target),
-        "artifact_sha256": file_sha256(info.weights_path) if info else file_sha256(target),
+        # a remote target (--backend triton: http://HOST:PORT/MODEL) has no file here to hash
+        "artifact_sha256": file_sha256(info.weights_path if info else target) if info or target.is_file() else None,
         "paper_fps": PAPER_FPS,
         "machine": machine_info(),
-        "settings": {"warmup": warmup, "iters": iters, "batches": list(batches), "device": device},
+        "settings": {
+            "warmup": warmup,
+            "iters": iters,
+            "batches": list(batches),
+            "device": device,
+            "postprocess": list(postprocesses),
+        },
         "rows": [asdict(r) for r in rows],
     }
     report["flops"] = _flops(target, info)
     scratch.cleanup()
     return report
+
+
+@dataclass
+class _RowPlan:
+    """What every runtime of one bench run is timed on."""
+
+    target: Path
+    info: Any
+    device: str
+    batches: Sequence[int]
+    data: str | Path | None
+    images: list[np.ndarray]
+    files: list[Path]
+    preprocessing: Preprocessing
+    warmup: int
+    iters: int
+    reference_fps: dict[int, float]
+
+
+def _bench_runtime(
+    plan: _RowPlan,
+    backend: str,
+    precision: str,
+    pp: str,
+    runtime_factory: Callable[..., Any],
+    memory: DeviceMemory,
+) -> list[BenchRow]:
+    """The rows of one runtime, one per batch size; an unavailable runtime is one error row."""
+    label = backend if pp == "torch" else f"{backend} + cuda kernel"
+    device, preprocessing, iters = plan.device, plan.preprocessing, plan.iters
+    size = preprocessing.image_size
+    baseline_used = memory.used()
+    try:
+        extra = {} if pp == "torch" else {"postprocess": pp}
+        runtime = runtime_factory(plan.target, backend, precision, device, **extra)
+    except Exception as exc:  # noqa: BLE001 - one unavailable backend must not stop the table
+        row = _error_row(label, precision, device, plan.batches[0], exc)
+        row.postprocess = pp
+        memory.release()
+        return [row]
+    sync = _cuda_sync(device, backend)
+    metrics: dict[str, float] = {}  # accuracy does not depend on the batch size: measured once per runtime
+    if plan.data is not None and plan.info is not None and (Path(plan.data) / "test").exists():
+        from edge_ad.evaluate import evaluate
+
+        overall = evaluate(runtime, Path(plan.data), preprocessing)["overall"]
+        metrics = {k: round(v, 4) for k, v in overall.items() if k in ("image_auroc", "pixel_auroc")}
+    rows = []
+    for b in plan.batches:
+        batch_imgs = plan.images[:b]
+        x = preprocessing.batch(batch_imgs)
+        memory.start_row(baseline_used, torch_row=backend in TORCH_BACKENDS)
+        net = LatencyStats.from_times(
+            time_calls(lambda x=x, rt=runtime: rt.predict(x), plan.warmup, iters, sync), b
+        )
+        pre = time_calls(lambda imgs=batch_imgs: preprocessing.batch(imgs), 1, max(2, iters // 2))
+        patch = _patch_map_for(runtime, x)
+        post = time_calls(lambda p=patch: postprocess(p, (size, size)), 1, max(2, iters // 2))
+        e2e = time_calls(  # from image files: decode + preprocess + predict
+            lambda fs=plan.files[:b], rt=runtime: rt.predict(preprocessing.batch([read_image(f) for f in fs])),
+            1,
+            max(2, iters // 2),
+            sync,
+        )
+        row = _row(label, precision, device, b, net, plan.reference_fps.get(b))
+        row.postprocess = pp
+        row.peak_device_mib, row.torch_allocator_peak_mib = memory.stop_row()
+        row.preprocess_ms_per_image = float(np.median(pre) * 1e3 / b)
+        row.postprocess_ms_per_image = float(np.median(post) * 1e3 / b)
+        row.end_to_end_images_per_s = float(b / np.median(e2e))
+        row.metrics = dict(metrics)
+        rows.append(row)
+    del runtime
+    memory.release()
+    return rows
 
 
 def _patch_map_for(runtime: Any, x: np.ndarray) -> np.ndarray:
@@ -279,7 +407,7 @@ def _row(
         vs_paper_77fps=ratio(stats.images_per_s, PAPER_FPS),
         vs_reference=ratio(stats.images_per_s, ref or 0.0),
         peak_host_mib=peak_host_mib(),
-        peak_device_mib=_peak_device_mib(device),
+        peak_device_mib=None,  # filled in by DeviceMemory.stop_row for the row
     )
 
 
@@ -302,24 +430,123 @@ def _error_row(backend: str, precision: str, device: str, b: int, exc: Exception
     )
 
 
-def _cuda_sync(device: str) -> Callable[[], None] | None:
-    if not device.startswith("cuda"):
+def _cuda_sync(device: str, backend: str) -> Callable[[], None] | None:
+    """torch's synchronise for torch rows on CUDA (CUDA-event timing); None (host clock) for every other row."""
+    if not device.startswith("cuda") or backend not in TORCH_BACKENDS:
         return None
     import torch
 
     return torch.cuda.synchronize
 
 
-def _peak_device_mib(device: str) -> float | None:
-    if not device.startswith("cuda"):
-        return None
-    import torch
+def device_memory_used() -> int | None:
+    """Bytes in use on the current CUDA device (``total - free`` from ``cudaMemGetInfo``), or None.
 
-    return torch.cuda.max_memory_allocated() / 2**20
+    Through cuda-python (``cuda.bindings.runtime``, or ``cuda.cudart`` before 12.6), else torch's
+    ``mem_get_info`` when torch is already loaded. Device-wide: other processes' memory counts too, which is
+    why rows report a difference to the value before their runtime was created.
+    """
+    cudart = _cudart()
+    if cudart is not None:
+        try:
+            err, free, total = cudart.cudaMemGetInfo()
+        except Exception:  # noqa: BLE001 - no driver: no figure
+            return None
+        return int(total - free) if int(err) == 0 else None
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        return int(total - free)
+    return None
+
+
+def _cudart() -> Any:
+    for name in ("cuda.bindings.runtime", "cuda.cudart"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    return None
+
+
+class DeviceMemory:
+    """Peak device memory of each row, for any backend; reset between rows.
+
+    ``start_row(baseline)`` begins sampling the device's used memory on a background thread (and, for torch
+    rows, resets torch's allocator peak); ``stop_row()`` returns ``(peak MiB above baseline, torch allocator
+    peak MiB)``, each None where it cannot be measured. ``release()`` frees what a finished runtime left in
+    torch's cache so that the next runtime starts from a clean device.
+    """
+
+    def __init__(self, device: str, interval_s: float = 0.002, probe: Callable[[], int | None] | None = None):
+        self.enabled = device.startswith("cuda")
+        self.interval_s = interval_s
+        self.probe = probe or device_memory_used
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._peak: int | None = None
+        self._baseline: int | None = None
+        self._torch_row = False
+
+    def used(self) -> int | None:
+        return self.probe() if self.enabled else None
+
+    def _sample(self) -> None:
+        value = self.probe()
+        if value is not None:
+            self._peak = value if self._peak is None else max(self._peak, value)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def start_row(self, baseline: int | None, torch_row: bool = False) -> None:
+        if not self.enabled:
+            return
+        self._baseline, self._peak, self._torch_row = baseline, None, torch_row
+        if torch_row:
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        self._sample()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="edge-ad-bench-memory", daemon=True)
+        self._thread.start()
+
+    def stop_row(self) -> tuple[float | None, float | None]:
+        if not self.enabled:
+            return None, None
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._sample()
+        peak = None
+        if self._peak is not None and self._baseline is not None:
+            peak = max(self._peak - self._baseline, 0) / 2**20
+        allocator = None
+        if self._torch_row:
+            import torch
+
+            allocator = torch.cuda.max_memory_allocated() / 2**20
+        return (peak if peak is not None else allocator), allocator
+
+    def release(self) -> None:
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if self.enabled and torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def _flops(target: Path, info: Any) -> dict[str, float] | None:
-    """Multiply-add FLOPs per image and stage of the exported graph, when the export stage can count them."""
+    """Multiply-add FLOPs per image and stage of the exported graph, when the export stage can count them.
+
+    The export stage imports torch, so FLOPs are counted only when a torch row has loaded it already: a
+    torch-free run (a Jetson timing onnxruntime/TensorRT) reports none rather than import torch for them.
+    """
+    if "torch" not in sys.modules:
+        return None
     try:
         from edge_ad.export.onnx_export import graph_flops
     except ImportError:

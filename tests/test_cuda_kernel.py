@@ -12,6 +12,7 @@ import ctypes
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -333,3 +334,103 @@ def test_cuda_anomaly_map_device_arrays_stay_on_device() -> None:
             assert amap.is_cuda
             score, amap = score.cpu().numpy(), amap.cpu().numpy()
         _assert_matches_reference(score, amap, patch, (224, 224))
+
+
+# --- the runner's own logic, through a fake CuPy (issue 11, defect 10) --------------------------------------
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch: pytest.MonkeyPatch):
+    """Install tests/fake_cupy.py as ``cupy``; pycuda and torch probes report themselves unusable."""
+    from edge_ad.runtimes import cuda_postprocess as cp_mod
+    from tests.fake_cupy import FakeCupy
+
+    def install(**kwargs):
+        fake = FakeCupy(**kwargs)
+        monkeypatch.setitem(sys.modules, "cupy", fake)
+        monkeypatch.setitem(cp_mod._PROBES, "pycuda", lambda: "pycuda is not installed")
+        monkeypatch.setitem(cp_mod._PROBES, "torch", lambda: "torch sees no CUDA device")
+        return fake
+
+    return install
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_cupy_backend_launches_match_numpy(fake_cupy, shape: tuple[int, ...]) -> None:
+    n, h, w, height, width = shape
+    fake = fake_cupy()
+    runner = CudaAnomalyMap((h, w), (height, width))
+    assert runner.backend == "cupy" and runner.skipped == []
+    patch = _patch((n, h, w), seed=h + width)
+    score, amap = runner(patch)  # numpy in, numpy out
+    _assert_matches_reference(score, amap, patch, (height, width))
+    device_score, device_map = runner(fake.asarray(patch))  # device in, device out
+    assert isinstance(device_map, fake.ndarray)
+    np.testing.assert_array_equal(fake.asnumpy(device_map), amap)
+
+
+def test_oversized_batch_raises_before_allocating(fake_cupy) -> None:
+    fake = fake_cupy(memory_limit=256 * 2**20)
+    runner = CudaAnomalyMap((28, 28), (224, 224), backend="cupy")
+    before = fake.pool.allocations
+    patch = fake.empty((70_000, 28, 28))  # 220 MB of patch scores: more images than the grid's z limit
+    with pytest.raises(ValueError, match="CUDA grid limits"):
+        runner(patch)
+    assert fake.pool.allocations == before + 1  # only the patch itself: no rows/out/score buffers
+    with pytest.raises(ValueError, match="CUDA grid limits"):
+        runner(np.zeros((70_000, 28, 28), np.float32))  # numpy input: not even uploaded
+    assert fake.pool.allocations == before + 1
+
+
+def test_compile_failure_falls_back_to_the_next_binding(fake_cupy, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_ad.runtimes import cuda_postprocess as cp_mod
+
+    fake = fake_cupy()
+    fake.compile_error = "nvrtc: error: failed to open libnvrtc-builtins.so.13.0"
+
+    class NumpyBinding(cp_mod._Backend):  # a binding that works: the numpy reference stands in for a GPU
+        name = "pycuda"
+
+        def __init__(self, source: str, taps: np.ndarray) -> None:
+            assert 'extern "C"' in source and taps.dtype == np.float32
+
+        def is_device_array(self, x: object) -> bool:
+            return False
+
+        def run_numpy(self, patch: np.ndarray, out_hw: tuple[int, int]):
+            return postprocess(patch, out_hw)
+
+    monkeypatch.setitem(cp_mod._PROBES, "pycuda", lambda: None)
+    monkeypatch.setitem(cp_mod._BACKEND_CLASSES, "pycuda", NumpyBinding)
+    runner = CudaAnomalyMap((28, 28), (224, 224))
+    assert runner.backend == "pycuda"
+    assert len(runner.skipped) == 1 and runner.skipped[0].startswith("cupy: failed to compile or launch")
+    assert "CompileException" in runner.skipped[0]
+    with pytest.raises(RuntimeError, match="CompileException"):  # named explicitly: no fallback
+        CudaAnomalyMap((28, 28), (224, 224), backend="cupy")
+
+
+def test_launch_failure_falls_back_and_the_error_lists_every_reason(fake_cupy) -> None:
+    fake = fake_cupy()
+    fake.launch_error = "CUDA_ERROR_NO_BINARY_FOR_GPU: no kernel image is available for execution on the device"
+    with pytest.raises(RuntimeError) as info:
+        CudaAnomalyMap((28, 28), (224, 224))
+    message = str(info.value)
+    assert "cupy: failed to compile or launch" in message and "NO_BINARY_FOR_GPU" in message
+    assert "pycuda: pycuda is not installed" in message and "torch: torch sees no CUDA device" in message
+
+
+def test_pycuda_finds_nvcc_off_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from edge_ad.runtimes.cuda_postprocess import find_nvcc
+
+    nvcc = tmp_path / "cuda" / "bin" / "nvcc"
+    nvcc.parent.mkdir(parents=True)
+    nvcc.write_text("#!/bin/sh\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "cuda"))
+    assert find_nvcc() == str(nvcc)
+    monkeypatch.delenv("CUDA_HOME")
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    if not Path("/usr/local/cuda/bin/nvcc").is_file():
+        with pytest.raises(RuntimeError, match="PATH"):
+            find_nvcc()

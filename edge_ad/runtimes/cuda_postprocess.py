@@ -8,13 +8,22 @@ binding is installed, tried in this order:
 ``"cupy"``
     ``cupy.RawModule`` (NVRTC, no compiler toolchain needed); device arrays are ``cupy.ndarray``.
 ``"pycuda"``
-    ``pycuda.compiler.SourceModule`` (calls ``nvcc``, shipped with JetPack); device arrays are
+    ``pycuda.compiler.SourceModule`` (calls ``nvcc``, shipped with JetPack in ``/usr/local/cuda/bin``, which is
+    found there or through ``$CUDA_HOME`` when it is not on PATH); device arrays are
     ``pycuda.gpuarray.GPUArray``. Runs in the CUDA context current at construction, or else the device-0
     primary context (the one the CUDA runtime, TensorRT and torch share); the context is pushed around each
     call, so any thread may call.
 ``"torch"``
     ``torch.utils.cpp_extension.load_inline`` (needs ``nvcc`` and ninja; built once, cached by torch); device
-    arrays are ``torch.Tensor`` on a CUDA device; kernels run on torch's current stream.
+    arrays are ``torch.Tensor`` on a CUDA device; kernels are launched on the stream current for the
+    input's device (``torch.cuda.current_stream(device)``, passed to the launcher explicitly), i.e. behind the
+    work that produced the patch scores.
+
+A binding is used only once it has compiled the kernels and passed a one-image launch check against numpy; with
+``backend=None`` one that fails either gives way to the next (``CudaAnomalyMap.skipped`` says why). The CUDA grid
+limits are checked before anything is allocated or uploaded, so an oversized batch raises ``ValueError`` rather
+than running out of memory. Indexing into the batch is 64-bit (``long long`` offsets in the kernels), so maps of
+more than 2**31 elements in one batch are fine.
 
 Nothing here imports cupy, pycuda or torch at module import; torch is imported only when the torch backend is
 probed or used, i.e. by :func:`available_backends` and when neither cupy nor pycuda is usable.
@@ -28,6 +37,8 @@ from __future__ import annotations
 
 import importlib.resources
 import importlib.util
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,7 +47,7 @@ import numpy as np
 
 from edge_ad.postprocess.gaussian import SIGMA, TRUNCATE, gaussian_taps, min_map_size
 
-__all__ = ["BACKENDS", "KERNEL_NAMES", "CudaAnomalyMap", "available_backends", "kernel_source"]
+__all__ = ["BACKENDS", "KERNEL_NAMES", "CudaAnomalyMap", "available_backends", "find_nvcc", "kernel_source"]
 
 BACKENDS = ("cupy", "pycuda", "torch")
 KERNEL_NAMES = ("anomaly_map_hpass", "anomaly_map_vpass", "anomaly_map_image_max")
@@ -62,6 +73,20 @@ def kernel_source() -> str:
             if path.is_file():
                 return path.read_text(encoding="utf-8")
     return importlib.resources.files("edge_ad.export").joinpath(*KERNEL_RESOURCE).read_text(encoding="utf-8")
+
+
+def find_nvcc() -> str:
+    """Path of ``nvcc``: PATH first, then ``$CUDA_HOME``/``$CUDA_PATH`` and ``/usr/local/cuda`` (JetPack's place)."""
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if root and (Path(root) / "bin" / "nvcc").is_file():
+            return str(Path(root) / "bin" / "nvcc")
+    raise RuntimeError(
+        "pycuda compiles the kernel with nvcc, which is not on PATH nor in $CUDA_HOME/bin or /usr/local/cuda/bin "
+        "(on JetPack: export PATH=/usr/local/cuda/bin:$PATH)"
+    )
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -184,6 +209,7 @@ class _CupyBackend(_Backend):
             patch = cp.ascontiguousarray(patch, dtype=cp.float32)
             n, h, w = patch.shape
             height, width = out_hw
+            plan = _launch_plan(n, h, w, height, width)  # before allocating: an oversized batch raises here
             taps = self._taps()
             radius = np.int32((taps.size - 1) // 2)
             rows = cp.empty((n, h, width), dtype=cp.float32)
@@ -191,7 +217,6 @@ class _CupyBackend(_Backend):
             score = cp.empty((n,), dtype=cp.float32)
             if n == 0:
                 return score, out
-            plan = _launch_plan(n, h, w, height, width)
             i32 = np.int32
             grid, block = plan["anomaly_map_hpass"]
             self.kernels["anomaly_map_hpass"](grid, block, (patch, i32(h), i32(w), i32(width), taps, radius, rows))
@@ -202,6 +227,7 @@ class _CupyBackend(_Backend):
             return score, out
 
     def run_numpy(self, patch: np.ndarray, out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        _launch_plan(*patch.shape, *out_hw)  # before uploading anything
         score, out = self.run_device(self.cp.asarray(patch), out_hw)
         return self.cp.asnumpy(score), self.cp.asnumpy(out)
 
@@ -226,7 +252,8 @@ class _PycudaBackend(_Backend):
             from pycuda.compiler import SourceModule
 
             # The source declares its kernels extern "C" itself, so SourceModule must not wrap it again.
-            self.module = SourceModule(source, no_extern_c=True)
+            # SourceModule runs nvcc, which JetPack installs in /usr/local/cuda/bin without putting it on PATH.
+            self.module = SourceModule(source, nvcc=find_nvcc(), no_extern_c=True)
             self.kernels = {name: self.module.get_function(name) for name in KERNEL_NAMES}
             self.taps = gpuarray.to_gpu(taps)
         finally:
@@ -243,13 +270,13 @@ class _PycudaBackend(_Backend):
             raise ValueError("pycuda input must be a C-contiguous GPUArray")
         n, h, w = patch.shape
         height, width = out_hw
+        plan = _launch_plan(n, h, w, height, width)  # before allocating: an oversized batch raises here
         radius = np.int32((self.taps.size - 1) // 2)
         rows = gpuarray.empty((n, h, width), dtype=np.float32)
         out = gpuarray.empty((n, height, width), dtype=np.float32)
         score = gpuarray.empty((n,), dtype=np.float32)
         if n == 0:
             return score, out
-        plan = _launch_plan(n, h, w, height, width)
         i32 = np.int32
         grid, block = plan["anomaly_map_hpass"]
         self.kernels["anomaly_map_hpass"](
@@ -271,6 +298,7 @@ class _PycudaBackend(_Backend):
             self.drv.Context.pop()
 
     def run_numpy(self, patch: np.ndarray, out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        _launch_plan(*patch.shape, *out_hw)  # before uploading anything
         self.context.push()
         try:
             score, out = self._run(self.gpuarray.to_gpu(patch), out_hw)
@@ -283,7 +311,7 @@ class _PycudaBackend(_Backend):
 # from the constants above so the three backends launch identically.
 _TORCH_DECLARATION = """
 void edge_ad_anomaly_map_launch(torch::Tensor patch, torch::Tensor taps, torch::Tensor rows,
-                                torch::Tensor out, torch::Tensor score);
+                                torch::Tensor out, torch::Tensor score, int64_t stream);
 """
 
 _TORCH_LAUNCHER = """
@@ -292,10 +320,11 @@ _TORCH_LAUNCHER = """
 #include <c10/cuda/CUDAStream.h>
 
 // patch [N, h, w], taps [2r + 1], rows [N, h, W], out [N, H, W], score [N]: float32, contiguous, same device.
+// stream: the cudaStream_t the inputs were produced on (torch.cuda.current_stream(device).cuda_stream).
 void edge_ad_anomaly_map_launch(torch::Tensor patch, torch::Tensor taps, torch::Tensor rows,
-                                torch::Tensor out, torch::Tensor score) {{
+                                torch::Tensor out, torch::Tensor score, int64_t stream_handle) {{
     const c10::cuda::CUDAGuard guard(patch.device());
-    cudaStream_t stream = c10::cuda::getCurrentCUDAStream(patch.device().index()).stream();
+    cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
     const int n = (int)patch.size(0), h = (int)patch.size(1), w = (int)patch.size(2);
     const int H = (int)out.size(1), W = (int)out.size(2);
     const int radius = (int)((taps.numel() - 1) / 2);
@@ -348,23 +377,49 @@ class _TorchBackend(_Backend):
         patch = patch.to(dtype=torch.float32).contiguous()
         n, h, w = patch.shape
         height, width = out_hw
-        _launch_plan(n, h, w, height, width)  # grid limits
+        _launch_plan(n, h, w, height, width)  # grid limits, before allocating
         rows = torch.empty((n, h, width), dtype=torch.float32, device=patch.device)
         out = torch.empty((n, height, width), dtype=torch.float32, device=patch.device)
         score = torch.empty((n,), dtype=torch.float32, device=patch.device)
-        self.extension.edge_ad_anomaly_map_launch(patch, self._taps(patch.device), rows, out, score)
+        # The kernels join the stream the caller queued the patch scores on, so they run after them and before
+        # whatever the caller queues next; the outputs were allocated on that same stream.
+        stream = torch.cuda.current_stream(patch.device)
+        self.extension.edge_ad_anomaly_map_launch(
+            patch, self._taps(patch.device), rows, out, score, int(stream.cuda_stream)
+        )
         return score, out
 
     def run_device(self, patch: Any, out_hw: tuple[int, int]) -> tuple[Any, Any]:
         if patch.device.type == "cuda":
             return self._run(patch, out_hw)
         # A CPU tensor: compute on the current CUDA device, hand the results back on the CPU.
+        _launch_plan(*patch.shape, *out_hw)  # before uploading anything
         score, out = self._run(patch.to("cuda"), out_hw)
         return score.to(patch.device), out.to(patch.device)
 
     def run_numpy(self, patch: np.ndarray, out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        _launch_plan(*patch.shape, *out_hw)  # before uploading anything
         score, out = self._run(self.torch.from_numpy(patch).to("cuda"), out_hw)
         return score.cpu().numpy(), out.cpu().numpy()
+
+
+def _launch_check(
+    backend: _Backend, patch_hw: tuple[int, int], out_hw: tuple[int, int], sigma: float, truncate: float
+) -> None:
+    """Run one small image through ``backend`` and hold it to numpy: a binding that compiled but cannot launch
+    here (no kernel image for this GPU, a broken driver) or computes garbage fails now, not on the first part."""
+    from edge_ad.postprocess.numpy_ops import postprocess
+
+    h, w = patch_hw
+    patch = (np.sin(np.arange(h * w, dtype=np.float32) * 0.7) * 2.0).reshape(1, h, w)
+    score, amap = backend.run_numpy(patch, out_hw)
+    ref_score, ref_map = postprocess(patch, out_hw, sigma=sigma, truncate=truncate)
+    score, amap = np.asarray(score), np.asarray(amap)
+    if amap.shape != ref_map.shape or not np.array_equal(score, ref_score):
+        raise RuntimeError(f"launch check: image score {score} or map shape {amap.shape} differs from numpy")
+    err = float(np.abs(amap.astype(np.float64) - ref_map).max())
+    if not err <= 1e-4 * max(1.0, float(np.abs(ref_map).max())):
+        raise RuntimeError(f"launch check: anomaly map differs from numpy by {err:.3g}")
 
 
 _BACKEND_CLASSES: dict[str, type[_Backend]] = {
@@ -383,7 +438,8 @@ class CudaAnomalyMap:
     ``patch_hw``: the patch-score map size ``(h, w)`` (28x28 for a 224 crop); ``out_hw``: the full-resolution
     ``(H, W)``, each side at least ``radius + 1`` (17 for sigma 4). ``backend``: ``"cupy"``, ``"pycuda"``,
     ``"torch"`` or ``None`` for the first usable one. Raises ``RuntimeError`` when the backend (or every
-    backend) cannot run here: no binding installed, no driver or no CUDA device.
+    backend) cannot run here: no binding installed, no driver, no CUDA device, or the kernels fail to compile
+    or launch.
     """
 
     def __init__(
@@ -410,18 +466,27 @@ class CudaAnomalyMap:
         taps = np.ascontiguousarray(gaussian_taps(sigma, truncate), dtype=np.float32)
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"unknown CUDA backend {backend!r}; choose one of {BACKENDS}")
-        # Probe in order, stop at the first usable binding: torch is imported only if it is the one used.
-        reasons = []
+        # Probe in order and stop at the first binding that compiles the kernels and passes a one-image launch
+        # check; a binding that is installed but cannot compile (pycuda without nvcc) or launch (no kernel image
+        # for this GPU) gives way to the next. torch is imported only if it is the one tried.
+        self.skipped: list[str] = []  # "name: reason" for every binding passed over, in order
+        source = kernel_source()
         for name in (backend,) if backend is not None else BACKENDS:
             reason = _PROBES[name]()
             if reason is None:
-                self._backend = _BACKEND_CLASSES[name](kernel_source(), taps)
-                break
-            reasons.append(f"{name}: {reason}")
+                try:
+                    candidate = _BACKEND_CLASSES[name](source, taps)
+                    _launch_check(candidate, self.patch_hw, self.out_hw, self.sigma, self.truncate)
+                except Exception as exc:  # noqa: BLE001 - any compile/launch failure means: try the next binding
+                    reason = f"failed to compile or launch the kernel ({type(exc).__name__}: {exc})"
+                else:
+                    self._backend = candidate
+                    break
+            self.skipped.append(f"{name}: {reason}")
         else:
             raise RuntimeError(
                 "no CUDA binding can run the anomaly-map kernel here ("
-                + "; ".join(reasons)
+                + "; ".join(self.skipped)
                 + "). Install cupy, pycuda or a CUDA build of torch on a machine with an NVIDIA GPU, "
                 "or use edge_ad.postprocess.numpy_ops.postprocess on the CPU."
             )

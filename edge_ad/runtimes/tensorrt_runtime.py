@@ -1,14 +1,34 @@
 """TensorRT backend: runs a serialised engine; refuses one built for another GPU or TensorRT version.
 
-Device memory goes through a small buffer layer: pycuda on a Jetson (built there against JetPack's CUDA), or
-torch CUDA tensors on a desktop that has torch anyway. Neither is imported unless it is the one used, so the
-module itself needs no torch. Post-processing runs inside the engine (the exported graph includes it), or,
-with ``postprocess="cuda"``, in the fused CUDA kernel from the engine's ``patch_scores`` output.
+What the engine accepts is read from the engine itself (its input shape and optimisation profile), so any
+batch size works: batches are chunked to the engine's largest batch and padded to its static (or smallest)
+batch. Device memory goes through a small buffer layer, allocated once per batch size with the tensor
+addresses set only when the size changes; copies are asynchronous on one stream with one synchronisation
+per chunk, and a fixed batch can be replayed as a CUDA graph (torch layer). The layers:
+
+``torch``
+    CUDA tensors and pinned host tensors from torch (a desktop that has torch anyway; the README's choice).
+``pycuda``
+    Allocations in the device's *primary* context (the one the CUDA runtime and TensorRT use), pushed and
+    popped around every call, so any thread may call ``predict`` (the serve worker does) and nothing is
+    torn down before the engine at exit; ``zero_copy=True`` maps pinned host memory into the device
+    (Jetson: CPU and GPU share DRAM, so no copies at all).
+
+``auto`` takes pycuda first on a Jetson and torch first elsewhere. Neither is imported unless used, so the
+module needs no torch. Post-processing runs inside the engine, or, for an engine built with ``--head cuda``
+(or ``postprocess="cuda"``), in the fused CUDA kernel straight from the engine's ``patch_scores`` device
+buffer -- no download and re-upload.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,42 +36,96 @@ import numpy as np
 
 from edge_ad import BUNDLE_FORMAT_VERSION
 from edge_ad.data.preprocess import Preprocessing
-from edge_ad.export.tensorrt_builder import gpu_identity, import_tensorrt, read_sidecar
+from edge_ad.export.tensorrt_builder import (
+    GRAPH_HEAD_OUTPUTS,
+    HEAD_BOUNDARY,
+    engine_batch_range,
+    engine_io,
+    gpu_identity,
+    import_tensorrt,
+    read_sidecar,
+)
 from edge_ad.runtimes.base import check_batch
 
-OUTPUTS = ("image_score", "anomaly_map", "patch_scores")
+__all__ = ["EngineMismatch", "TensorRTRuntime", "check_engine_matches", "is_jetson", "make_buffers"]
+
+UNKNOWN = ("unknown", "", None)
 
 
-class EngineMismatch(RuntimeError):
-    """The engine was built for another GPU or TensorRT version."""
+class EngineMismatch(ValueError):
+    """The engine was built for another GPU or TensorRT version (or cannot run here)."""
+
+
+@dataclass
+class DeviceBuffer:
+    """One I/O tensor: its device pointer, a pinned host mirror, and the binding's own objects."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    ptr: int
+    host: np.ndarray
+    native: Any = None
+
+
+def is_jetson() -> bool:
+    if Path("/etc/nv_tegra_release").exists():
+        return True
+    try:
+        return "jetson" in Path("/proc/device-tree/model").read_bytes().decode(errors="replace").lower()
+    except OSError:
+        return False
+
+
+def _cupy_view(buf: DeviceBuffer, shape: tuple[int, ...]) -> Any:
+    """A cupy array over existing device memory (no copy); cupy only wraps the pointer."""
+    import cupy as cp  # type: ignore[import-not-found]
+
+    nbytes = int(np.prod(shape)) * buf.dtype.itemsize
+    memory = cp.cuda.UnownedMemory(buf.ptr, nbytes, buf)
+    return cp.ndarray(shape, buf.dtype, cp.cuda.MemoryPointer(memory, 0))
 
 
 class _TorchBuffers:
-    """Device tensors from torch (desktop)."""
+    """CUDA and pinned host tensors from torch (desktop)."""
 
     name = "torch"
 
-    def __init__(self) -> None:
+    def __init__(self, zero_copy: bool = False) -> None:
+        if zero_copy:
+            raise ValueError("zero-copy host memory is offered by the pycuda buffer layer (Jetson)")
         import torch
 
+        if not torch.cuda.is_available():
+            raise RuntimeError("torch sees no CUDA device")
         self.torch = torch
         self.stream = torch.cuda.Stream()
+        self._dtypes = {
+            np.dtype(np.float32): torch.float32,
+            np.dtype(np.float16): torch.float16,
+            np.dtype(np.int32): torch.int32,
+            np.dtype(np.int64): torch.int64,
+            np.dtype(np.int8): torch.int8,
+            np.dtype(np.bool_): torch.bool,
+        }
 
-    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> Any:
-        t = {np.dtype(np.float32): self.torch.float32, np.dtype(np.float16): self.torch.float16}[np.dtype(dtype)]
-        return self.torch.empty(shape, dtype=t, device="cuda")
+    def active(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()  # torch's CUDA runtime binds the primary context in any thread
 
-    @staticmethod
-    def ptr(buf: Any) -> int:
-        return int(buf.data_ptr())
+    def alloc(self, shape: tuple[int, ...], dtype: np.dtype) -> DeviceBuffer:
+        t = self._dtypes[np.dtype(dtype)]
+        dev = self.torch.empty(shape, dtype=t, device="cuda")
+        host = self.torch.empty(shape, dtype=t, pin_memory=True)
+        return DeviceBuffer(tuple(shape), np.dtype(dtype), int(dev.data_ptr()), host.numpy(), (dev, host))
 
-    def upload(self, buf: Any, host: np.ndarray) -> None:
+    def upload(self, buf: DeviceBuffer) -> None:
+        dev, host = buf.native
         with self.torch.cuda.stream(self.stream):
-            buf.copy_(self.torch.from_numpy(host).to(buf.dtype), non_blocking=False)
+            dev.copy_(host, non_blocking=True)
 
-    def download(self, buf: Any) -> np.ndarray:
-        self.stream.synchronize()
-        return buf.float().cpu().numpy()
+    def download(self, buf: DeviceBuffer) -> None:
+        dev, host = buf.native
+        with self.torch.cuda.stream(self.stream):
+            host.copy_(dev, non_blocking=True)
 
     @property
     def handle(self) -> int:
@@ -60,37 +134,74 @@ class _TorchBuffers:
     def synchronize(self) -> None:
         self.stream.synchronize()
 
+    def device_array(self, buf: DeviceBuffer, kind: str, shape: tuple[int, ...]) -> Any:
+        if kind == "torch":
+            return buf.native[0].view(shape)
+        if kind == "cupy":
+            return _cupy_view(buf, shape)
+        raise ValueError(f"a torch device buffer cannot be handed to the {kind!r} kernel backend")
+
+    def capture(self, launch: Callable[[], None]) -> Callable[[], None]:
+        graph = self.torch.cuda.CUDAGraph()
+        with self.torch.cuda.graph(graph, stream=self.stream):
+            launch()
+
+        def replay() -> None:
+            with self.torch.cuda.stream(self.stream):
+                graph.replay()
+
+        return replay
+
+    def free(self, buf: DeviceBuffer) -> None:
+        buf.native = None
+
+    def close(self) -> None:
+        self.stream.synchronize()
+
 
 class _PycudaBuffers:
-    """Device allocations from pycuda (Jetson)."""
+    """Device allocations from pycuda in the primary context, pushed around every call (Jetson)."""
 
     name = "pycuda"
 
-    def __init__(self) -> None:
-        import pycuda.autoinit  # type: ignore[import-not-found]  # noqa: F401
+    def __init__(self, zero_copy: bool = False, device: int = 0) -> None:
         import pycuda.driver as cuda  # type: ignore[import-not-found]
 
+        cuda.init()
         self.cuda = cuda
-        self.stream = cuda.Stream()
+        self.zero_copy = zero_copy
+        self.context = cuda.Device(device).retain_primary_context()
+        self._closed = False
+        with self.active():
+            self.stream = cuda.Stream()
 
-    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> Any:
-        host = self.cuda.pagelocked_empty(shape, dtype)
-        return (self.cuda.mem_alloc(host.nbytes), host)
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Make the primary context current in the calling thread for the duration of the block."""
+        if self._closed:
+            raise RuntimeError("the pycuda buffer layer was closed")
+        self.context.push()
+        try:
+            yield
+        finally:
+            self.cuda.Context.pop()
 
-    @staticmethod
-    def ptr(buf: Any) -> int:
-        return int(buf[0])
+    def alloc(self, shape: tuple[int, ...], dtype: np.dtype) -> DeviceBuffer:
+        cuda = self.cuda
+        if self.zero_copy:
+            host = cuda.pagelocked_empty(shape, dtype, mem_flags=cuda.host_alloc_flags.DEVICEMAP)
+            return DeviceBuffer(tuple(shape), np.dtype(dtype), int(host.base.get_device_pointer()), host, None)
+        host = cuda.pagelocked_empty(shape, dtype)
+        dev = cuda.mem_alloc(max(host.nbytes, 1))
+        return DeviceBuffer(tuple(shape), np.dtype(dtype), int(dev), host, dev)
 
-    def upload(self, buf: Any, host: np.ndarray) -> None:
-        dev, pinned = buf
-        np.copyto(pinned, host.astype(pinned.dtype, copy=False))
-        self.cuda.memcpy_htod_async(dev, pinned, self.stream)
+    def upload(self, buf: DeviceBuffer) -> None:
+        if buf.native is not None:  # zero-copy: the device reads the host memory itself
+            self.cuda.memcpy_htod_async(buf.native, buf.host, self.stream)
 
-    def download(self, buf: Any) -> np.ndarray:
-        dev, pinned = buf
-        self.cuda.memcpy_dtoh_async(pinned, dev, self.stream)
-        self.stream.synchronize()
-        return pinned.astype(np.float32)
+    def download(self, buf: DeviceBuffer) -> None:
+        if buf.native is not None:
+            self.cuda.memcpy_dtoh_async(buf.host, buf.native, self.stream)
 
     @property
     def handle(self) -> int:
@@ -99,95 +210,292 @@ class _PycudaBuffers:
     def synchronize(self) -> None:
         self.stream.synchronize()
 
+    def device_array(self, buf: DeviceBuffer, kind: str, shape: tuple[int, ...]) -> Any:
+        if kind == "pycuda":
+            from pycuda import gpuarray  # type: ignore[import-not-found]
 
-def make_buffers(kind: str = "auto") -> _TorchBuffers | _PycudaBuffers:
+            return gpuarray.GPUArray(shape, buf.dtype, gpudata=buf.native if buf.native is not None else buf.ptr)
+        if kind == "cupy":
+            return _cupy_view(buf, shape)
+        raise ValueError(f"a pycuda device buffer cannot be handed to the {kind!r} kernel backend")
+
+    def capture(self, launch: Callable[[], None]) -> Callable[[], None]:
+        raise ValueError("CUDA graphs are offered with the torch buffer layer (buffers='torch')")
+
+    def free(self, buf: DeviceBuffer) -> None:
+        if buf.native is not None:
+            buf.native.free()
+            buf.native = None
+
+    def close(self) -> None:
+        if not self._closed:
+            with self.active():
+                self.stream.synchronize()
+            self.context.detach()
+            self._closed = True
+
+
+def make_buffers(kind: str = "auto", zero_copy: bool = False) -> Any:
+    """The buffer layer: pycuda first on a Jetson, torch first on a desktop (see the module docstring)."""
+    if kind not in ("auto", "torch", "pycuda"):
+        raise ValueError(f"buffers must be auto, torch or pycuda, not {kind!r}")
+    order = ("pycuda", "torch") if is_jetson() or zero_copy else ("torch", "pycuda")
+    classes = {"pycuda": _PycudaBuffers, "torch": _TorchBuffers}
     errors = []
-    for name, cls in (("pycuda", _PycudaBuffers), ("torch", _TorchBuffers)):
+    for name in order:
         if kind not in ("auto", name):
             continue
         try:
-            return cls()
+            return classes[name](zero_copy=zero_copy)
+        except ValueError:
+            raise
         except Exception as exc:  # noqa: BLE001 - report every binding's reason together
             errors.append(f"{name}: {exc}")
     raise RuntimeError("no CUDA buffer layer available (" + "; ".join(errors) + ")")
 
 
+def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach"):  # torch
+        return x.detach().float().cpu().numpy()
+    if hasattr(x, "get"):  # cupy, pycuda GPUArray
+        return np.asarray(x.get())
+    return np.asarray(x)
+
+
 class TensorRTRuntime:
-    """``predict(batch) -> (image_score, anomaly_map)`` through a TensorRT engine."""
+    """``predict(batch) -> (image_score, anomaly_map)`` through a TensorRT engine, any batch size.
+
+    ``buffers``: "auto", "torch", "pycuda", or a buffer-layer object. ``postprocess``: "auto" (the engine's
+    own head if it has one, else the CUDA kernel), "graph" or "cuda". ``cuda_graph``: replay each batch
+    size's enqueue as a CUDA graph. ``head``: a ready :class:`CudaAnomalyMap` (else one is made).
+    Call :meth:`close` (or use ``with``) to free device memory before the CUDA context goes.
+    """
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: str | Path, buffers: str = "auto", postprocess: str = "graph"):
-        engine_path = Path(engine_path)
-        if not engine_path.is_file():
-            raise FileNotFoundError(f"engine not found: {engine_path}")
+    def __init__(
+        self,
+        engine_path: str | Path,
+        buffers: str | Any = "auto",
+        postprocess: str = "auto",
+        *,
+        cuda_graph: bool = False,
+        zero_copy: bool = False,
+        head: Any = None,
+    ):
+        self.path = Path(engine_path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"engine not found: {self.path}")
+        if postprocess not in ("auto", "graph", "cuda"):
+            raise ValueError(f"postprocess must be auto, graph or cuda, not {postprocess!r}")
+        sidecar = read_sidecar(self.path)
         trt = import_tensorrt()
-        sidecar = read_sidecar(engine_path)
-        check_engine_matches(sidecar, trt.__version__, gpu_identity())
+        self.notes = check_engine_matches(sidecar, trt.__version__, gpu_identity())
+        for note in self.notes:
+            warnings.warn(f"{self.path.name}: {note}", RuntimeWarning, stacklevel=2)
         meta = sidecar.get("metadata", {})
-        if int(meta.get("bundle_format_version", -1)) != BUNDLE_FORMAT_VERSION:
-            raise EngineMismatch(f"{engine_path} was exported from bundle format {meta.get('bundle_format_version')}")
-        self.preprocessing = Preprocessing.from_dict(json.loads(meta["preprocessing"]))
+        if str(meta.get("bundle_format_version")) != str(BUNDLE_FORMAT_VERSION):
+            raise EngineMismatch(f"{self.path} was exported from bundle format {meta.get('bundle_format_version')}")
+        try:
+            self.preprocessing = Preprocessing.from_dict(json.loads(meta["preprocessing"]))
+            self.threshold = float(meta["threshold"])
+            self.score_stats = json.loads(meta.get("score_stats", "{}"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EngineMismatch(f"{self.path}'s sidecar lacks edge-ad metadata ({exc}); rebuild the engine") from None
         self.image_size = self.preprocessing.image_size
-        self.threshold = float(meta["threshold"])
-        self.score_stats = json.loads(meta.get("score_stats", "{}"))
         self.precision = sidecar["precision"]
-        self.postprocess = postprocess
-        self.buffers = make_buffers(buffers)
-        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(engine_path.read_bytes())
-        if self.engine is None:
-            raise EngineMismatch(f"TensorRT could not deserialise {engine_path}")
-        self.context = self.engine.create_execution_context()
+        self.sidecar = sidecar
         self.trt = trt
-        self.max_batch = int(sidecar.get("batch", [1, 1, 1])[-1])
-        self._head = None
-        if postprocess == "cuda":
-            from edge_ad.runtimes.cuda_postprocess import CudaAnomalyMap
+        self.buffers = make_buffers(buffers, zero_copy) if isinstance(buffers, str) else buffers
+        try:
+            self._lock = threading.Lock()
+            with self.buffers.active():
+                self._trt_runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))  # must outlive its engine
+                engine = self._trt_runtime.deserialize_cuda_engine(self.path.read_bytes())
+                if engine is None:
+                    raise EngineMismatch(
+                        f"TensorRT could not deserialise {self.path} (built for another GPU/TensorRT, or damaged): "
+                        "rebuild it here from the ONNX"
+                    )
+                self.engine = engine
+                self.context = engine.create_execution_context()
+            self.io = engine_io(trt, self.engine)
+            self._check_io()
+            self.batch_range = tuple(engine_batch_range(self.io))
+            first = self.io["images"]["shape"][0]
+            self.static_batch: int | None = first if first > 0 else None
+            outputs = {n for n, e in self.io.items() if e["mode"] == "output"}
+            if postprocess == "auto":
+                postprocess = "graph" if set(GRAPH_HEAD_OUTPUTS) <= outputs else "cuda"
+            needed = set(GRAPH_HEAD_OUTPUTS) if postprocess == "graph" else {HEAD_BOUNDARY}
+            if not needed <= outputs:
+                raise EngineMismatch(
+                    f"{self.path} has outputs {sorted(outputs)}; postprocess={postprocess!r} needs {sorted(needed)}"
+                )
+            self.postprocess = postprocess
+            self._head = head
+            if postprocess == "cuda" and head is None:
+                from edge_ad.runtimes.cuda_postprocess import CudaAnomalyMap
 
-            grid = self.engine.get_tensor_shape("patch_scores")[-2:]
-            self._head = CudaAnomalyMap(tuple(grid), (self.image_size, self.image_size))
+                grid = self.io[HEAD_BOUNDARY]["shape"][-2:]
+                # cupy wraps any device pointer; without it the kernel must use the buffer layer's own binding
+                kind = None if importlib.util.find_spec("cupy") else getattr(self.buffers, "name", None)
+                backend = kind if kind in ("torch", "pycuda") else None
+                self._head = CudaAnomalyMap(tuple(grid), (self.image_size, self.image_size), backend=backend)
+        except BaseException:
+            if isinstance(buffers, str):
+                self.buffers.close()  # release the CUDA context this constructor retained
+            raise
+        self.cuda_graph = cuda_graph
+        self._bindings: dict[int, dict[str, DeviceBuffer]] = {}
+        self._graphs: dict[int, Callable[[], None]] = {}
+        self._bound: int | None = None
 
-    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        ctx, trt = self.context, self.trt
-        ctx.set_input_shape("images", batch.shape)
-        bufs = {}
-        for i in range(self.engine.num_io_tensors):
-            name = self.engine.get_tensor_name(i)
-            shape = tuple(ctx.get_tensor_shape(name))
-            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
-            bufs[name] = self.buffers.empty(shape, dtype)
-            ctx.set_tensor_address(name, self.buffers.ptr(bufs[name]))
-        self.buffers.upload(bufs["images"], batch)
-        if not ctx.execute_async_v3(self.buffers.handle):
+    @property
+    def bundle_weights_sha256(self) -> str | None:
+        """The weights' hash recorded in the ONNX the engine was built from (stale-engine check)."""
+        return self.sidecar.get("bundle_weights_sha256") or self.sidecar.get("metadata", {}).get(
+            "bundle_weights_sha256"
+        )
+
+    def _check_io(self) -> None:
+        inputs = [n for n, e in self.io.items() if e["mode"] == "input"]
+        if inputs != ["images"]:
+            raise EngineMismatch(f"{self.path} has inputs {inputs}; expected ['images']")
+        chw = self.io["images"]["shape"][1:]
+        if chw != [3, self.image_size, self.image_size]:
+            raise EngineMismatch(f"{self.path} takes {chw}, its metadata says 3x{self.image_size}x{self.image_size}")
+
+    # ------------------------------------------------------------------------------------------ running
+    def _bind(self, n: int) -> dict[str, DeviceBuffer]:
+        """Buffers for batch ``n``: allocated on first use, addresses set only when the size changes."""
+        if self._bound == n:
+            return self._bindings[n]
+        ctx = self.context
+        shape = (n, 3, self.image_size, self.image_size)
+        if not ctx.set_input_shape("images", shape):
+            raise RuntimeError(f"the engine refused input shape {shape} (it accepts batch {self.batch_range})")
+        if n not in self._bindings:
+            self._bindings[n] = {
+                name: self.buffers.alloc(tuple(int(d) for d in ctx.get_tensor_shape(name)), np.dtype(entry["dtype"]))
+                for name, entry in self.io.items()
+            }
+        for name, buf in self._bindings[n].items():
+            if not ctx.set_tensor_address(name, buf.ptr):
+                raise RuntimeError(f"TensorRT refused the address of {name}")
+        self._bound = n
+        return self._bindings[n]
+
+    def _enqueue(self) -> None:
+        if not self.context.execute_async_v3(self.buffers.handle):
             raise RuntimeError("TensorRT execution failed")
-        return {name: self.buffers.download(bufs[name]) for name in OUTPUTS if name in bufs}
+
+    def _launch(self, n: int) -> None:
+        if not self.cuda_graph:
+            self._enqueue()
+            return
+        if n not in self._graphs:
+            self._enqueue()  # one plain run first: TensorRT finishes its shape-dependent setup outside capture
+            self.buffers.synchronize()
+            self._graphs[n] = self.buffers.capture(self._enqueue)
+        self._graphs[n]()
+
+    def _run_chunk(self, chunk: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        valid = len(chunk)
+        bufs = self._bind(n)
+        images = bufs["images"]
+        images.host[:valid] = chunk
+        if n > valid:
+            images.host[valid:] = 0.0
+        self.buffers.upload(images)
+        self._launch(n)
+        if self.postprocess == "graph":
+            for name in GRAPH_HEAD_OUTPUTS:
+                self.buffers.download(bufs[name])
+            self.buffers.synchronize()
+            scores = bufs["image_score"].host.reshape(n, -1)[:valid, 0]
+            maps = bufs["anomaly_map"].host.reshape(n, self.image_size, self.image_size)[:valid]
+            return scores.astype(np.float32), maps.astype(np.float32)
+        self.buffers.synchronize()  # the kernel may run on another stream: the engine must be done
+        patch = bufs[HEAD_BOUNDARY]
+        h, w = patch.shape[-2:]
+        scores, maps = self._head(self.buffers.device_array(patch, self._head.backend, (n, h, w)))
+        scores, maps = _to_numpy(scores), _to_numpy(maps)
+        return scores.reshape(n)[:valid].astype(np.float32), maps[:valid].astype(np.float32)
 
     def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch = check_batch(batch, self.image_size)
+        size = self.image_size
+        if len(batch) == 0:
+            return np.zeros((0,), np.float32), np.zeros((0, size, size), np.float32)
+        smallest, _, largest = self.batch_range
         scores, maps = [], []
-        for start in range(0, len(batch), self.max_batch):
-            out = self._run(batch[start : start + self.max_batch])
-            if self._head is not None:
-                s, m = self._head(
-                    out["patch_scores"].reshape(len(out["patch_scores"]), *out["patch_scores"].shape[-2:])
-                )
-            else:
-                s, m = out["image_score"], out["anomaly_map"]
-            scores.append(np.asarray(s).reshape(-1))
-            maps.append(np.asarray(m))
+        with self._lock:
+            if self.engine is None:
+                raise RuntimeError("this TensorRTRuntime was closed")
+            with self.buffers.active():
+                for start in range(0, len(batch), largest):
+                    chunk = batch[start : start + largest]
+                    n = self.static_batch or max(len(chunk), smallest)
+                    s, m = self._run_chunk(chunk, n)
+                    scores.append(s)
+                    maps.append(m)
         return np.concatenate(scores), np.concatenate(maps)
 
+    def close(self) -> None:
+        """Free device buffers, then the context and engine, then the CUDA binding -- in that order."""
+        with self._lock:
+            if self.engine is None:
+                return
+            with self.buffers.active():
+                for bufs in self._bindings.values():
+                    for buf in bufs.values():
+                        self.buffers.free(buf)
+                self._bindings.clear()
+                self._graphs.clear()
+                self.context = None
+                self.engine = None
+                self._trt_runtime = None
+            self.buffers.close()
 
-def check_engine_matches(sidecar: dict[str, Any], trt_version: str, gpu: dict[str, Any]) -> None:
-    """Engines do not move between TensorRT versions or GPUs: refuse with a message that says what to do."""
-    built_trt = sidecar.get("tensorrt_version")
-    if built_trt != trt_version:
-        raise EngineMismatch(
-            f"engine built with TensorRT {built_trt}, this machine has {trt_version}: rebuild it here from the ONNX"
+    def __enter__(self) -> TensorRTRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TensorRTRuntime({str(self.path)!r}, precision={self.precision}, batch={self.batch_range})"
+
+
+def check_engine_matches(sidecar: dict[str, Any], trt_version: str, gpu: dict[str, Any]) -> list[str]:
+    """Refuse an engine from another TensorRT version or GPU architecture; return notes for softer differences.
+
+    The rule: a differing TensorRT version, or compute capability known on both sides and different, is
+    refused, naming every difference. An unknown identity on either side never refuses by itself (a note
+    says so; TensorRT checks the device when it deserialises), nor does another GPU name of the same
+    compute capability (a note).
+    """
+    built = sidecar.get("gpu", {}) or {}
+    problems = []
+    if sidecar.get("tensorrt_version") != trt_version:
+        problems.append(f"TensorRT {sidecar.get('tensorrt_version')} built it, this machine has {trt_version}")
+    cc_built, cc_here = built.get("compute_capability"), gpu.get("compute_capability")
+    if cc_built not in UNKNOWN and cc_here not in UNKNOWN and cc_built != cc_here:
+        problems.append(
+            f"built for {built.get('name')} (sm {cc_built}), this GPU is {gpu.get('name')} (sm {cc_here})"
         )
-    built_gpu = sidecar.get("gpu", {})
-    if built_gpu.get("name") != gpu.get("name") or built_gpu.get("compute_capability") != gpu.get("compute_capability"):
-        raise EngineMismatch(
-            f"engine built for {built_gpu.get('name')} (sm {built_gpu.get('compute_capability')}), this GPU is "
-            f"{gpu.get('name')} (sm {gpu.get('compute_capability')}): rebuild it here from the ONNX"
+    if problems:
+        raise EngineMismatch("engine does not match this machine: " + "; ".join(problems) + ": rebuild it here")
+    notes = []
+    if cc_built in UNKNOWN or cc_here in UNKNOWN:
+        notes.append(
+            f"GPU identity not fully known (built on {built.get('name', 'unknown')} via "
+            f"{built.get('source', '?')}, here {gpu.get('name', 'unknown')} via {gpu.get('source', '?')}); "
+            "TensorRT itself refuses an engine for another device"
         )
+    elif built.get("name") not in UNKNOWN and gpu.get("name") not in UNKNOWN and built.get("name") != gpu.get("name"):
+        notes.append(f"built on {built.get('name')}, running on {gpu.get('name')} (same sm {cc_here})")
+    return notes
