@@ -7,57 +7,20 @@ clear line and a non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from edge_ad import __version__
+from edge_ad.cli_bench import bench_table
+from edge_ad.cli_export import export_engine, export_serving
+from edge_ad.cli_output import UserError, err, friendly, metrics_table, out
 from edge_ad.io import atomic_write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Anomaly detection trained on good parts only.")
-# Wide enough for the bench table when output goes to a file or a CI log (rich assumes 80 columns there).
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, soft_wrap=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-METRIC_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max")
-
-
-class UserError(Exception):
-    """Bad input a user can fix; shown as one line."""
-
-
-def friendly(func: F) -> F:
-    """Turn the errors a user can cause into one red line and exit code 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from edge_ad.bundle import BundleError
-        from edge_ad.data.images import ImageError
-        from edge_ad.data.layout import DatasetError
-
-        try:
-            return func(*args, **kwargs)
-        except (
-            UserError,
-            ImageError,
-            DatasetError,
-            BundleError,
-            FileExistsError,
-            FileNotFoundError,
-            ValueError,
-        ) as exc:
-            err.print(f"[bold red]error:[/] {exc}")
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def version_callback(value: bool) -> None:
@@ -75,16 +38,6 @@ def main_options(
     """edge-ad: train SimpleNet on good images, evaluate, predict, export to ONNX/TensorRT."""
 
 
-def metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
-    table = Table(title=title)
-    table.add_column("subset")
-    for col in METRIC_COLUMNS:
-        table.add_column(col.replace("_", " "), justify="right")
-    for name, row in metrics.items():
-        table.add_row(name, *(f"{row[c]:.4f}" if c in row else "-" for c in METRIC_COLUMNS))
-    return table
-
-
 @app.command("demo-data")
 @friendly
 def demo_data(
@@ -99,6 +52,36 @@ def demo_data(
     folders = make_demo_dataset(root, category or None, seed=seed, n_train=n_train)
     for folder in folders:
         out.print(f"wrote {folder}")
+
+
+@app.command()
+@friendly
+def synth(
+    data: Path = typer.Argument(..., help="MVTec AD root, a category folder, or a folder of good images."),
+    category: str = typer.Option(None, "--category", help="Category under DATA (MVTec layout)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Writes OUT/<category>/test/synthetic and ground_truth."),
+    count: int = typer.Option(16, "-n", "--count", help="Examples to write."),
+    seed: int = typer.Option(0, help="Same seed, same examples."),
+    label: str = typer.Option(
+        "binary", help="binary, continuous or logistic (16-bit PNG beside the mask; logistic: the paper's best)."
+    ),
+    kind: str = typer.Option(None, help="object or texture: needed for a category NSA's table does not know."),
+    background: str = typer.Option(
+        None, help="Object's background: auto (from the good images), none, or LEVEL,THRESHOLD (default: category's)."
+    ),
+    workers: int = typer.Option(0, help="Worker processes (0: this one)."),
+) -> None:
+    """Write NSA synthetic anomalies (patches of other good images, Poisson-blended) with masks, to look at."""
+    from edge_ad.synthesis.mvtec import write_synthetic
+    from edge_ad.synthesis.params import parse_background
+
+    extra = {} if background is None else {"background": parse_background(background)}
+    report = write_synthetic(
+        data, out_dir, count, category=category, seed=seed, label=label, kind=kind, workers=workers, **extra
+    )
+    if report.empty:
+        err.print(f"[yellow]warning:[/] {report.empty} of {report.count} examples got no patch (empty mask)")
+    out.print(f"wrote {report.count} synthetic examples to {report.category_dir}; preview: {report.preview}")
 
 
 @app.command()
@@ -127,7 +110,14 @@ def train(
     holdout: float = typer.Option(0.1, help="Share of good training images held out to set the threshold."),
     seed: int = typer.Option(0),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
-    resume: bool = typer.Option(False, help="Continue an interrupted run in the same --out."),
+    resume: bool = typer.Option(
+        False,
+        help="Continue an interrupted run in the same --out; a larger --epochs extends it (same result as one run "
+        "of that length). Other settings must match.",
+    ),
+    keep_checkpoint: bool = typer.Option(
+        False, help="Keep --out/.training after training, so a later --resume --epochs N can extend the run."
+    ),
 ) -> None:
     """Train SimpleNet on good images and write a model bundle."""
     from edge_ad.data.preprocess import Preprocessing
@@ -160,6 +150,7 @@ def train(
         ),
         device=device or _default_device(),
         resume=resume,
+        keep_checkpoint=keep_checkpoint,
     )
     out.print(f"model bundle: {out_dir}")
 
@@ -196,40 +187,49 @@ def eval_cmd(
 def predict(
     model: Path = typer.Argument(..., help="Bundle folder or exported .onnx model."),
     images: list[Path] = typer.Argument(..., help="Image files or folders."),
-    out_dir: Path = typer.Option(Path("predictions"), "--out", "-o", help="Where overlays and records go."),
+    out_dir: Path = typer.Option(
+        Path("predictions"), "--out", "-o", help="Each run writes overlays and records into its own OUT/run-<time>/."
+    ),
     backend: str = typer.Option("auto", help="torch, onnxruntime, tensorrt, or auto (by file type)."),
     device: str = typer.Option("cpu"),
     precision: str = typer.Option("fp32"),
     overlays: bool = typer.Option(True, help="Write a heat-map overlay PNG per image."),
 ) -> None:
-    """Score images: verdict against the stored threshold, overlay PNGs, predictions.jsonl."""
-    from edge_ad.detector import Detector, Failure
-    from edge_ad.results import append_jsonl, write_overlay
+    """Score images: verdict against the stored threshold, overlay PNGs, predictions.jsonl (in OUT/run-<time>/).
 
+    Inputs the input gate refuses (blank frames, too small, too many pixels) get an error record, never a verdict.
+    """
+    from edge_ad.detector import Detector, Failure, expand_inputs
+    from edge_ad.results import append_jsonl, new_run_dir, write_overlay
+
+    items = expand_inputs(images)
+    if not any(isinstance(item, Path) for item in items):
+        raise UserError("nothing to score: " + "; ".join(item.error for item in items if isinstance(item, Failure)))
     det = Detector.load(model, backend=backend, device=device, precision=precision)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = new_run_dir(out_dir)
+    records = run_dir / "predictions.jsonl"
     table = Table(title=f"predictions (threshold {det.threshold:.4f})")
     for col in ("image", "score", "verdict"):
         table.add_column(col)
     failures = 0
-    with open(out_dir / "predictions.jsonl", "w") as fh:
-        for i, result in enumerate(det.predict_paths(images)):
+    with open(records, "w") as fh:
+        for i, result in enumerate(det.predict_paths(items)):
             if isinstance(result, Failure):
                 failures += 1
-                err.print(f"[red]skipped[/] {result.error}")
-                append_jsonl(fh, {"source": result.source, "error": result.error})
+                err.print(f"[red]{'rejected' if result.rejected else 'skipped'}[/] {result.error}")
+                append_jsonl(fh, {"source": result.source, "error": result.error, "rejected": result.rejected})
                 continue
             extra = {}
             if overlays:
                 name = f"{i:05d}_{Path(result.source).stem}.png"
-                extra["overlay"] = str(write_overlay(out_dir / name, result, det.heat_levels))
+                extra["overlay"] = str(write_overlay(run_dir / name, result, det.heat_levels))
             append_jsonl(fh, result.record(**extra))
             style = "red" if result.is_anomalous else "green"
             table.add_row(result.source, f"{result.image_score:.4f}", f"[{style}]{result.verdict}[/]")
     out.print(table)
-    out.print(f"records: {out_dir / 'predictions.jsonl'}")
+    out.print(f"records: {records}")
     if failures:
-        err.print(f"[yellow]{failures} input(s) could not be read[/]")
+        err.print(f"[yellow]{failures} input(s) not scored (unreadable, not an image, or refused by the input gate)[/]")
         raise typer.Exit(1)
 
 
@@ -239,14 +239,38 @@ def import_simplenet(
     ckpt: Path = typer.Argument(..., help="ckpt.pth written by the SimpleNet authors' code."),
     backbone_weights: Path = typer.Option(..., help="The WideResNet50-2 weights the checkpoint was trained with."),
     out_dir: Path = typer.Option(..., "--out", "-o"),
-    image_size: int = typer.Option(288, help="Authors' MVTec script: 288."),
-    resize: int = typer.Option(329, help="Authors' MVTec script: 329."),
+    image_size: int = typer.Option(288, help="Authors' MVTec script: 288 (paper: 224)."),
+    resize: int = typer.Option(
+        None, help="Shorter side before the centre crop (default: image-size * 256/224: 224 -> 256, 288 -> 329)."
+    ),
+    no_crop: bool = typer.Option(False, help="Resize straight to image-size, no crop."),
     good_images: Path = typer.Option(None, help="Folder of good images to set the verdict threshold from."),
+    bn_drift: bool = typer.Option(
+        True,
+        help="Repeat the authors' one train-mode forward of a ones image through the backbone (it moves every "
+        "BatchNorm's statistics; their checkpoint was trained and scored that way). Off: the weights file as is.",
+    ),
 ) -> None:
     """Make an edge-ad bundle from a checkpoint trained with the authors' code."""
-    from edge_ad.import_simplenet import import_checkpoint
+    from edge_ad.import_simplenet import default_resize, import_checkpoint
 
-    import_checkpoint(ckpt, backbone_weights, out_dir, image_size=image_size, resize=resize, good_images=good_images)
+    if no_crop and resize is not None:
+        raise UserError("--no-crop resizes straight to --image-size: do not pass --resize with it")
+    crop_from = None if no_crop else (resize if resize is not None else default_resize(image_size))
+    if crop_from is not None and crop_from < image_size:
+        raise UserError(
+            f"--resize ({crop_from}) must be >= --image-size ({image_size}) so the centre crop fits; "
+            "pass --no-crop to resize straight to --image-size"
+        )
+    import_checkpoint(
+        ckpt,
+        backbone_weights,
+        out_dir,
+        image_size=image_size,
+        resize=crop_from,
+        good_images=good_images,
+        bn_drift=bn_drift,
+    )
     out.print(f"model bundle: {out_dir}")
     if good_images is None:
         err.print("[yellow]no --good-images: the bundle has no verdict threshold (every image is 'good')[/]")
@@ -257,21 +281,35 @@ def import_simplenet(
 def export(
     model: Path = typer.Argument(..., help="Bundle folder (or, for --format engine, an exported .onnx)."),
     precision: str = typer.Option("fp32", help="fp32, fp16, or int8 (calibrated Q/DQ from good images)."),
-    fmt: str = typer.Option("onnx", "--format", help="onnx, or engine (TensorRT; build on the target GPU)."),
+    fmt: str = typer.Option(
+        "onnx", "--format", help="onnx, engine (TensorRT; build on the target GPU), triton (model repository) or "
+        "deepstream (nvinfer config + normalising ONNX)."
+    ),
     batch_size: int = typer.Option(1, help="Static batch size of the graph."),
     dynamic_batch: bool = typer.Option(False, help="Dynamic batch axis (engine: profile 1..--max-batch)."),
     max_batch: int = typer.Option(8, help="Largest batch of the engine's optimisation profile (dynamic batch)."),
     workspace_mib: int = typer.Option(1024, help="TensorRT workspace memory pool limit."),
     dry_run: bool = typer.Option(False, help="With --format engine: print the trtexec line instead of building."),
+    from_trtexec: Path = typer.Option(None, help="With --format engine: adopt this trtexec-built engine (sidecar)."),
+    dla: int = typer.Option(None, help="With --format engine: build for DLA core 0 or 1 (GPU fallback)."),
+    head: str = typer.Option("graph", help="With --format engine: graph, or cuda (engine stops at patch scores)."),
+    verify_count: int = typer.Option(8, help="With --format engine: good images to compare against onnxruntime."),
     calib_data: Path = typer.Option(None, help="INT8: good images to calibrate on (default: the bundle's own)."),
-    eval_data: Path = typer.Option(None, help="INT8: category folder to measure the INT8 cost on (default: own)."),
+    eval_data: Path = typer.Option(None, help="INT8: labelled category folder to choose on (default: no labels)."),
     calib_method: str = typer.Option(None, help="INT8: entropy, percentile or minmax (default: by measurement)."),
     calib_count: int = typer.Option(128, help="INT8: number of calibration images."),
     int8_target: str = typer.Option("tensorrt", help="INT8 Q/DQ placement: tensorrt, or cpu (onnxruntime only)."),
+    out_dir: Path = typer.Option(None, "--out", "-o", help="With --format triton|deepstream: the folder to write."),
+    python_backend: bool = typer.Option(
+        False, help="With --format triton: a Python-backend model running the ONNX in onnxruntime (CPU servers)."
+    ),
 ) -> None:
-    """Export the fused inference graph to ONNX (fp32/fp16/int8), or build a TensorRT engine from it."""
+    """Export the fused inference graph to ONNX (fp32/fp16/int8), build a TensorRT engine from it, or write a Triton
+    model repository / DeepStream nvinfer config (--format triton|deepstream)."""
+    if fmt in ("triton", "deepstream"):
+        return export_serving(model, fmt, out_dir, precision, batch_size, max_batch, python_backend)
     if fmt not in ("onnx", "engine"):
-        raise UserError(f"--format must be onnx or engine, not {fmt!r}")
+        raise UserError(f"--format must be onnx, engine, triton or deepstream, not {fmt!r}")
     onnx_path = model if model.suffix == ".onnx" else model / f"model.{precision}.onnx"
     needs_onnx = model.suffix != ".onnx" and (fmt == "onnx" or not onnx_path.exists())
     if needs_onnx and precision == "int8":
@@ -280,46 +318,47 @@ def export(
         report = calibrate(model, calib_data, eval_data, calib_method, calib_count, target=int8_target)
         onnx_path = Path(report["models"]["int8"])
         out.print(f"onnx: {onnx_path}  (report: {onnx_path.parent / 'calibration_report.md'})")
+        th = report["threshold"]
+        chosen_on = report["selection"]["summary"]
+        recipe = f"recipe: {report['method']} / {report['recipe']}, chosen on {chosen_on}"
+        out.print(recipe, markup=False, soft_wrap=True)
+        out.print(f"threshold: fp32 {th['fp32']:.6g} -> int8 {th['int8']:.6g} (from its own good-image scores)")
         out.print(json.dumps({k: report[k] for k in ("method", "recipe", "summary")}))
     elif needs_onnx:
-        from edge_ad.export.onnx_export import export_onnx
+        from edge_ad.export.onnx_export import export_onnx_checked
 
-        onnx_path = export_onnx(model, precision=precision, batch_size=batch_size, dynamic_batch=dynamic_batch)
+        result = export_onnx_checked(model, precision=precision, batch_size=batch_size, dynamic_batch=dynamic_batch)
+        onnx_path = result.path
         out.print(f"onnx: {onnx_path}")
+        for line in result.summary():
+            out.print(line, soft_wrap=True, markup=False)
     if fmt == "onnx":
         return
-    from edge_ad.export import tensorrt_builder as tb
-
-    meta = tb.onnx_metadata(onnx_path)
-    dynamic = isinstance(tb.onnx_input_shape(onnx_path)[0], str)
-    options = tb.BuildOptions(
-        precision=precision,
+    export_engine(
+        onnx_path,
+        precision,
+        dynamic_batch=dynamic_batch,
+        max_batch=max_batch,
         workspace_mib=workspace_mib,
-        min_batch=1,
-        opt_batch=max_batch if dynamic else batch_size,
-        max_batch=max_batch if dynamic else batch_size,
-        timing_cache=onnx_path.with_suffix(".timing.cache"),
+        dry_run=dry_run,
+        from_trtexec=from_trtexec,
+        dla=dla,
+        head=head,
+        verify_count=verify_count,
+        calib_data=calib_data,
     )
-    if dry_run:
-        out.print(
-            tb.trtexec_command(onnx_path, options, meta.get("precision", "fp32"), int(meta.get("image_size", 224))),
-            soft_wrap=True,
-        )
-        return
-    try:
-        engine = tb.build_engine(onnx_path, options=options)
-    except tb.TensorRTUnavailable as exc:
-        raise UserError(str(exc)) from None
-    out.print(f"engine: {engine} (sidecar {tb.sidecar_path(engine)})")
 
 
 @app.command()
 @friendly
 def bench(
     target: Path = typer.Argument(..., help="Bundle folder (its exported models are used too) or an .onnx/.engine."),
-    backend: str = typer.Option("torch", help="torch, onnxruntime, tensorrt, or all."),
+    backend: str = typer.Option("torch", help="torch, onnxruntime, tensorrt, torch-tensorrt, or all."),
     precision: str = typer.Option("fp32", help="fp32, fp16, int8, or a comma list."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
+    postprocess: str = typer.Option(
+        "torch", help="Post-processing: torch (the graph's own head), cuda (the fused CUDA kernel), or a comma list."
+    ),
     batch: str = typer.Option("1,8", help="Comma-separated batch sizes."),
     data: Path = typer.Option(None, help="Category folder: real images for timing, and AUROC per row."),
     warmup: int = typer.Option(2),
@@ -341,51 +380,31 @@ def bench(
         warmup=warmup,
         iters=iters,
         reference=reference,
+        postprocesses=[p.strip() for p in postprocess.split(",")],
     )
-    table = Table(title=f"edge-ad bench on {report['machine'].get('gpu') or report['machine'].get('cpu')}")
-    for col in (
-        "backend",
-        "prec",
-        "batch",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "img/s",
-        "vs 77 FPS",
-        "vs reference",
-        "e2e img/s",
-        "pre ms/img",
-        "post ms/img",
-        "img AUROC",
-        "pix AUROC",
-    ):
-        table.add_column(col, justify="right" if col not in ("backend", "prec") else "left")
-    for r in report["rows"]:
-        lat = r["latency"]
-        if r["error"]:
-            table.add_row(r["backend"], r["precision"], "-", "[red]" + r["error"][:60] + "[/]")
-            continue
-        fmt = lambda v, f="{:.2f}": "-" if v is None or v != v else f.format(v)  # noqa: E731
-        table.add_row(
-            r["backend"],
-            r["precision"],
-            str(r["batch"]),
-            fmt(lat["p50_ms"], "{:.1f}"),
-            fmt(lat["p90_ms"], "{:.1f}"),
-            fmt(lat["p99_ms"], "{:.1f}"),
-            fmt(lat["images_per_s"]),
-            fmt(r["vs_paper_77fps"], "{:.3f}x"),
-            fmt(r["vs_reference"], "{:.2f}x"),
-            fmt(r["end_to_end_images_per_s"]),
-            fmt(r["preprocess_ms_per_image"]),
-            fmt(r["postprocess_ms_per_image"]),
-            fmt(r["metrics"].get("image_auroc"), "{:.4f}"),
-            fmt(r["metrics"].get("pixel_auroc"), "{:.4f}"),
-        )
+    table, notes = bench_table(report)
     out.print(table)
+    for note in notes:
+        out.print(note, soft_wrap=True)
     target_json = json_out or (target if target.is_dir() else target.parent) / f"bench-{device}.json"
     atomic_write_json(target_json, report)
     out.print(f"report: {target_json}")
+
+
+@app.command()
+@friendly
+def doctor(
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
+) -> None:
+    """What this machine can run: GPU, CUDA, TensorRT, bindings, and which engine/serve setups will work."""
+    from edge_ad.doctor import collect, render_lines
+
+    report = collect()
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    for line in render_lines(report):
+        out.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 @app.command()
@@ -407,6 +426,11 @@ def demo(
     test_dir = Path(report["data"]) / "test"
     sample = [sorted(d.glob("*.png"))[0] for d in sorted(test_dir.iterdir()) if d.is_dir()]
     predict.__wrapped__(Path(report["model"]), sample, root / "predictions", "torch", "cpu", "fp32", True)  # type: ignore[attr-defined]
+
+
+from edge_ad.serve.cli import serve_command  # noqa: E402 - torch-free; the server is imported when it runs
+
+app.command("serve")(serve_command)
 
 
 def main() -> None:

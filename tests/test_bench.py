@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_ad.bench import PAPER_FPS, LatencyStats, ratio, run_bench
-from edge_ad.cli import BENCH_COLUMNS, app, bench_table
+from edge_ad.cli import app
+from edge_ad.cli_bench import BENCH_COLUMNS, bench_table
 
 
 def test_latency_percentiles_and_throughput() -> None:

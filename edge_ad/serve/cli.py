@@ -74,7 +74,7 @@ def serve_command(
         False, "--print-systemd", help="Print a systemd unit that runs this same command, and exit."
     ),
 ) -> None:
-    from edge_ad.cli import friendly
+    from edge_ad.cli_output import friendly
 
     @friendly
     def run() -> None:
