@@ -101,8 +101,8 @@ def train(
     image_size: int = typer.Option(224, help="Network input side (paper 224; authors' MVTec script 288)."),
     resize: int = typer.Option(256, help="Shorter side before the centre crop (paper 256; authors 329)."),
     no_crop: bool = typer.Option(False, help="Resize straight to image-size, no crop (texture categories)."),
-    epochs: int = typer.Option(160, help="Passes over the training set (paper: 160)."),
-    batch_size: int = typer.Option(8, help="Images per step."),
+    epochs: int = typer.Option(None, help="Passes over the training set (SimpleNet paper: 160; NSA: its preset's)."),
+    batch_size: int = typer.Option(None, help="Images per step (SimpleNet: 8; NSA: its preset's)."),
     noise_std: float = typer.Option(None, help="Anomaly noise sigma (paper 0.015; random-backbone recipe 0.2)."),
     score_mode: str = typer.Option(None, help="negative (paper: -D) or two_sided (|D - c|)."),
     adapter_lr: float = typer.Option(1e-4),
@@ -118,13 +118,41 @@ def train(
     keep_checkpoint: bool = typer.Option(
         False, help="Keep --out/.training after training, so a later --resume --epochs N can extend the run."
     ),
+    model: str = typer.Option("simplenet", "--model", help="Model family: simplenet or nsa (trained from scratch)."),
+    preset: str = typer.Option(None, help="NSA recipe: paper (default) or cpu-demo (see README)."),
+    label: str = typer.Option(None, help="NSA labels: binary, continuous or logistic (paper's best, default)."),
+    kind: str = typer.Option(None, help="NSA: object or texture, for a category the NSA table does not know."),
 ) -> None:
-    """Train SimpleNet on good images and write a model bundle."""
+    """Train a model family (SimpleNet by default) on good images and write a model bundle."""
     from edge_ad.data.preprocess import Preprocessing
     from edge_ad.models.simplenet import SimpleNetConfig
     from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
     from edge_ad.training.trainer import TrainConfig
 
+    if model != "simplenet":
+        family_trainer = _FAMILY_TRAINERS.get(model)
+        if family_trainer is None:
+            raise UserError(f"unknown --model {model!r}; choose one of simplenet, {', '.join(_FAMILY_TRAINERS)}")
+        if backbone_weights is not None or random_backbone:
+            raise UserError(f"--model {model} trains from scratch: --backbone-weights / --random-backbone do not apply")
+        family_trainer(
+            data,
+            out_dir,
+            category=category,
+            preprocessing=Preprocessing(image_size=image_size, resize=None if no_crop else resize),
+            options={
+                "epochs": epochs, "batch_size": batch_size, "seed": seed, "holdout_fraction": holdout, "kind": kind
+            },
+            preset=preset,
+            label=label,
+            device=device or _default_device(),
+            resume=resume,
+            keep_checkpoint=keep_checkpoint,
+        )
+        out.print(f"model bundle: {out_dir}")
+        return
+    if preset is not None or label is not None or kind is not None:
+        raise UserError("--preset, --label and --kind are NSA options (--model nsa)")
     if (backbone_weights is None) == (not random_backbone):
         raise UserError("choose a backbone: --backbone-weights PATH|imagenet1k_v1, or --random-backbone")
     model_cfg = SimpleNetConfig()
@@ -141,8 +169,8 @@ def train(
         preprocessing=Preprocessing(image_size=image_size, resize=None if no_crop else resize),
         model_cfg=model_cfg,
         train_cfg=TrainConfig(
-            epochs=epochs,
-            batch_size=batch_size,
+            epochs=160 if epochs is None else epochs,
+            batch_size=8 if batch_size is None else batch_size,
             adapter_lr=adapter_lr,
             disc_lr=disc_lr,
             holdout_fraction=holdout,
@@ -153,6 +181,27 @@ def train(
         keep_checkpoint=keep_checkpoint,
     )
     out.print(f"model bundle: {out_dir}")
+
+
+def _train_nsa(
+    data: Path, out_dir: Path, *, preset: str | None, label: str | None, options: dict, **kwargs: object
+) -> None:
+    """``edge-ad train --model nsa``: the preset's recipe with the options the user gave on top."""
+    from edge_ad.training.nsa_trainer import PRESETS, train_nsa_bundle
+
+    name = preset or "paper"
+    if name not in PRESETS:
+        raise UserError(f"unknown --preset {name!r}; NSA presets: {', '.join(PRESETS)}")
+    train_cfg, model_cfg = PRESETS[name]
+    given = {k: v for k, v in options.items() if v is not None}
+    if label is not None:
+        given["label"] = label
+    train_cfg = dataclasses.replace(train_cfg, **given)  # re-runs the config's validation
+    train_nsa_bundle(data, out_dir, model_cfg=model_cfg, train_cfg=train_cfg, **kwargs)  # type: ignore[arg-type]
+
+
+# Families other than SimpleNet (the command's own body): --model NAME -> its trainer.
+_FAMILY_TRAINERS = {"nsa": _train_nsa}
 
 
 def _default_device() -> str:

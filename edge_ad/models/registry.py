@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from edge_ad.bundle import CONFIG_NAME, WEIGHTS_NAME, BundleError, BundleInfo, read_bundle, write_config
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.io import atomic_write_with
+from edge_ad.models.nsa import NsaConfig, NsaModel
 from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
 
 
@@ -23,7 +24,11 @@ def _build_simplenet(info: BundleInfo) -> SimpleNet:
     return SimpleNet(SimpleNetConfig.from_dict(info.model), image_size=info.image_size)
 
 
-FAMILIES: dict[str, Callable[[BundleInfo], nn.Module]] = {"simplenet": _build_simplenet}
+def _build_nsa(info: BundleInfo) -> NsaModel:
+    return NsaModel(NsaConfig.from_dict(info.model), image_size=info.image_size)
+
+
+FAMILIES: dict[str, Callable[[BundleInfo], nn.Module]] = {"simplenet": _build_simplenet, "nsa": _build_nsa}
 
 
 def save_model(

@@ -7,7 +7,6 @@ chooses what to do when it is full (HTTP: 503; camera: drop the oldest; folder: 
 from __future__ import annotations
 
 import collections
-import hashlib
 import logging
 import os
 import queue
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_ad.bundle import file_sha256
 from edge_ad.data.gate import InputLimits, InputRejected, check_frame
 from edge_ad.detector import Detector
 from edge_ad.results import Prediction, overlay_png
@@ -55,11 +55,7 @@ def model_sha256(path: str | os.PathLike[str]) -> str:
     p = Path(path)
     if p.is_dir():
         p = p / "model.safetensors"
-    digest = hashlib.sha256()
-    with open(p, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(p)
 
 
 def _runtime_batch(detector: Detector) -> int:
