@@ -42,7 +42,7 @@ from edge_ad.runtimes.torch_runtime import TorchRuntime
 from edge_ad.synthesis import LABEL_MODES, NsaGenerator, batch_stream, params_for
 from edge_ad.thresholds import good_image_statistics
 from edge_ad.training.pipeline import _data_fingerprint, set_aside_stale_exports
-from edge_ad.training.trainer import CHECKPOINT_NAME, _generator, run_fingerprint, split_holdout
+from edge_ad.training.trainer import CHECKPOINT_NAME, _generator, load_checkpoint, run_fingerprint, split_holdout
 
 __all__ = ["NSA_CPU_DEMO", "NSA_PAPER", "NsaEpoch", "NsaTrainConfig", "NsaTrainer", "train_nsa_bundle"]
 
@@ -162,17 +162,9 @@ class NsaTrainer:
 
     def resume(self) -> bool:
         """Load the last checkpoint if there is one; refuse one of another run or another epoch count."""
-        if self.checkpoint_path is None:
+        state = load_checkpoint(self.checkpoint_path, self.fingerprint, self.device)
+        if state is None:
             return False
-        if not self.checkpoint_path.exists():
-            console.log(f"no checkpoint at {self.checkpoint_path} to resume: training from the first epoch")
-            return False
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
-        if state.get("fingerprint") != self.fingerprint:
-            raise ValueError(
-                f"{self.checkpoint_path} was written for different data or settings; "
-                "delete it or use another --out to start afresh"
-            )
         done, planned = int(state["epoch"]), int(state["epochs_planned"])
         if planned != self.cfg.epochs:
             raise ValueError(

@@ -90,6 +90,24 @@ def truncated_l1(true_scores: Tensor, fake_scores: Tensor, margin: float) -> Ten
     return (margin - true_scores).clamp(min=0).mean() + (margin + fake_scores).clamp(min=0).mean()
 
 
+def load_checkpoint(path: Path | None, fingerprint: str, device: str | torch.device) -> dict | None:
+    """The checkpoint every family's trainer resumes from, or None when there is none; one of another run is refused.
+
+    Loaded with ``weights_only``: plain tensors and containers, never arbitrary pickled objects.
+    """
+    if path is None:
+        return None
+    if not path.exists():
+        console.log(f"no checkpoint at {path} to resume: training from the first epoch")
+        return None
+    state = torch.load(path, map_location=device, weights_only=True)
+    if state.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"{path} was written for different data or settings; delete it or use another --out to start afresh"
+        )
+    return state
+
+
 class Trainer:
     """Trains the adapter and discriminator of a SimpleNet on a [N, h*w, D] feature cache."""
 
@@ -144,18 +162,9 @@ class Trainer:
         epochs than the checkpoint holds, or more under a cosine schedule (whose learning rates depend on the
         total), are refused.
         """
-        if self.checkpoint_path is None:
+        state = load_checkpoint(self.checkpoint_path, self.fingerprint, self.device)
+        if state is None:
             return False
-        if not self.checkpoint_path.exists():
-            console.log(f"no checkpoint at {self.checkpoint_path} to resume: training from the first epoch")
-            return False
-        # weights_only: plain tensors and containers, never arbitrary pickled objects
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
-        if state.get("fingerprint") != self.fingerprint:
-            raise ValueError(
-                f"{self.checkpoint_path} was written for different data or settings; "
-                "delete it or use another --out to start afresh"
-            )
         self._check_epochs(int(state["epoch"]), int(state.get("epochs_planned", state["epoch"])))
         self.model.adapter.load_state_dict(state["adapter"])
         self.model.discriminator.load_state_dict(state["discriminator"])
