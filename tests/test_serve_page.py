@@ -142,8 +142,9 @@ def test_live_page_shows_a_new_result_within_a_second(server: str, browser) -> N
     assert shown <= 1.0, f"the page showed the result {shown:.2f} s after the answer"
     assert ng["verdict"] == "anomalous" and driver.find_element("id", "verdict").text == "NG"
     assert driver.find_element("id", "name").text == "<b>bright</b>"
+    shown = wait(driver, f"return document.getElementById('overlay').dataset.recordId === {json.dumps(ng['id'])}", 5)
+    assert shown <= 2.0, f"the page drew the NG part's overlay {shown:.2f} s after the answer"
     wait(driver, "const i = document.getElementById('overlay'); return i.complete && i.naturalWidth > 0", 5)
-    assert driver.execute_script("return document.getElementById('overlay').dataset.recordId") == ng["id"]
     assert driver.execute_script("return document.getElementById('chart').dataset.points") == "2"
     assert driver.find_element("id", "ngrate").text == "50.0 %"
     assert len(driver.find_elements("css selector", "#recent tbody tr")) == 2

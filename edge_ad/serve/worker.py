@@ -141,12 +141,15 @@ class InferenceWorker:
         record = error_record(id=new_record_id(), source=source, name=name, error=error)
         self.sinks.results.write([record])
         self.metrics.count_error(source, reason)
-        self._remember([record])
+        self._remember([record], None)
         return record
 
     # ----------------------------------------------------------------- results kept in memory
-    def _remember(self, records: list[dict[str, Any]]) -> None:
+    def _remember(self, records: list[dict[str, Any]], latest: tuple[str, Prediction] | None) -> None:
+        """Publish the records and the latest overlay source together: a page that sees a record gets its overlay."""
         with self._recent_lock:
+            if latest is not None:
+                self._latest = latest
             self._recent.extend(records)
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
@@ -286,10 +289,7 @@ class InferenceWorker:
                 self.metrics.ng.labels(source=job.source).inc()
             if job.prediction is not None:
                 latest = (job.id, job.prediction)
-        self._remember(records)
-        if latest is not None:
-            with self._recent_lock:
-                self._latest = latest
+        self._remember(records, latest)
 
     # ----------------------------------------------------------------- shutdown
     def stop_intake(self) -> None:

@@ -105,9 +105,10 @@
       const img = $("overlay");
       img.src = overlayUrl;
       img.hidden = false;
-      img.dataset.recordId = response.headers.get("X-Record-Id") || id;
+      const shown = response.headers.get("X-Record-Id") || id;
+      img.dataset.recordId = shown;
       $("overlay-empty").hidden = true;
-      overlayFor = id;
+      overlayFor = shown; // the record actually drawn: an older one is fetched again on the next poll
     } catch (err) {
       setText("conn", "overlay unavailable: " + err.message);
     } finally {
