@@ -82,6 +82,19 @@ class NsaParams:
         d["clone"] = self.clone
         return d
 
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> NsaParams:
+        """Inverse of :meth:`to_json` (JSON lists back to tuples); unknown keys are refused, checks run again."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names - {"clone"}
+        if unknown:
+            raise ValueError(f"unknown NSA parameters {sorted(unknown)}")
+
+        def tup(v: object) -> object:
+            return tuple(tup(x) for x in v) if isinstance(v, list) else v
+
+        return cls(**{k: tup(v) for k, v in d.items() if k in names})  # type: ignore[arg-type]
+
 
 def _finite(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

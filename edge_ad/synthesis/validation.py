@@ -7,8 +7,10 @@ parameters), so a bundle stores the description, never the pixels. numpy + OpenC
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,7 @@ __all__ = [
     "ValidationScores",
     "ValidationSet",
     "build_validation_set",
+    "rebuild_validation_set",
     "score_validation_set",
     "VALIDATION_SEED_OFFSET",
 ]
@@ -125,6 +128,30 @@ def build_validation_set(
             "images": list(names),
             "params": generator.params.to_json(),
         },
+    )
+
+
+def rebuild_validation_set(
+    description: dict[str, Any], good_dir: str | os.PathLike[str], geometry: Callable[[np.ndarray], np.ndarray]
+) -> ValidationSet:
+    """The set a bundle describes, from its held-out images in ``good_dir``; ``geometry`` is the bundle's
+    ``Preprocessing.geometry``. Raises ``ValueError`` naming a missing image or a description of another kind."""
+    from edge_ad.data.images import read_image
+
+    if description.get("kind") != "nsa-synthetic":
+        raise ValueError(f"not a synthetic validation set description: kind {description.get('kind')!r}")
+    names = list(description["images"])
+    folder = Path(good_dir)
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise ValueError(f"{folder}: held-out images of the synthetic validation set are missing: {missing[:3]}")
+    images = [geometry(read_image(folder / n)) for n in names]
+    return build_validation_set(
+        images,
+        names,
+        NsaParams.from_json(dict(description["params"])),
+        seed=int(description["seed"]),
+        per_image=int(description["per_image"]),
     )
 
 
