@@ -183,6 +183,47 @@ def test_folder_scores_good_files_refuses_bad_and_symlinks(tmp_path: Path) -> No
     assert sample(metrics, "edge_ad_queue_policy", source=source.name, policy="back-pressure") == 1
 
 
+class FailingResults:
+    """A results log that cannot write while ``broken`` (disk full), then writes through the real one."""
+
+    def __init__(self, real: ResultsLog):
+        self.real, self.broken, self.refused = real, True, 0
+
+    def write(self, batch: list[dict]) -> None:
+        if self.broken:
+            self.refused += 1
+            raise OSError(28, "No space left on device")
+        self.real.write(batch)
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)
+
+
+def test_folder_keeps_a_file_whose_record_was_not_written(tmp_path: Path) -> None:
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    worker, metrics, sinks = make_worker(out)
+    failing = FailingResults(sinks.results)
+    sinks.results = failing
+    drop_file(inbox, "part.png", png_bytes(3))
+    source = FolderSource(inbox, settle_s=0.1, poll_s=0.05)
+    source.start(worker, metrics)
+    try:
+        assert wait_for(lambda: failing.refused >= 1)
+        time.sleep(0.3)
+        assert not (inbox / "failed").exists() or not any((inbox / "failed").iterdir())  # not consumed as an error
+        assert records(out) == []
+        failing.broken = False  # the disk has room again: the same file is scored, once
+        assert wait_for(lambda: len(records(out)) == 1)
+        assert wait_for(lambda: (inbox / "done" / "part.png").exists())
+    finally:
+        source.stop()
+        worker.drain_and_stop(5)
+        sinks.close()
+    recs = records(out)
+    assert [r["name"] for r in recs] == ["part.png"] and "error" not in recs[0]
+
+
 def test_folder_waits_until_a_file_stops_growing(tmp_path: Path) -> None:
     inbox, out = tmp_path / "in", tmp_path / "out"
     inbox.mkdir()

@@ -38,6 +38,13 @@ def make_record(
     }
 
 
-def error_record(*, id: str, source: str, name: str, error: str) -> dict[str, Any]:
-    """Record of an input that got no verdict (unreadable, refused by the gate, failed inference)."""
-    return {"id": id, "time": utc_now(), "source": source, "name": name, "error": error}
+def error_record(*, id: str, source: str, name: str, error: str, persisted: bool = True) -> dict[str, Any]:
+    """Record of an input that got no verdict (unreadable, refused by the gate, failed inference).
+
+    ``persisted=False`` marks a record handed back without being written to results.jsonl (the service is stopping,
+    the log is not writable): a source must not consume that input, it is to be scored again later.
+    """
+    record = {"id": id, "time": utc_now(), "source": source, "name": name, "error": error}
+    if not persisted:
+        record["persisted"] = False
+    return record

@@ -258,7 +258,9 @@ class InferenceWorker:
         except OSError as exc:  # disk full, read-only: nobody gets a 200 for a record that is not on disk
             log.error("could not write results.jsonl: %s", exc)
             records = [
-                error_record(id=j.id, source=j.source, name=j.name, error=f"results not written: {exc}")
+                error_record(
+                    id=j.id, source=j.source, name=j.name, error=f"results not written: {exc}", persisted=False
+                )
                 for j in jobs
             ]
             for job in jobs:
@@ -318,4 +320,7 @@ class InferenceWorker:
             except queue.Empty:
                 return
             if job.on_done is not None:
-                job.on_done(error_record(id=job.id, source=job.source, name=job.name, error="service stopping"))
+                record = error_record(
+                    id=job.id, source=job.source, name=job.name, error="service stopping", persisted=False
+                )
+                job.on_done(record)

@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 
 IGNORED_SUFFIXES = (".tmp", ".part")
 PROCESSING = ".processing"
-# Error records the worker hands back without writing them (edge_ad/serve/worker.py): the input is not consumed.
-UNWRITTEN = ("service stopping", "results not written")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -272,7 +270,7 @@ class FolderSource:
     def _finish(self, claimed: Path, record: dict[str, Any]) -> None:
         """Worker callback after the record is fsync'd: move the file to done/ (failed/ for an error record)."""
         failed = "error" in record
-        if failed and str(record["error"]).startswith(UNWRITTEN):
+        if record.get("persisted") is False:
             # No record is on disk (shutdown, results log not writable): undo the claim so the file is scored later.
             self._unclaim(claimed)
             with self._lock:
