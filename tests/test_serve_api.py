@@ -365,6 +365,22 @@ def test_results_log_rotates_and_closes_a_cut_line(tmp_path: Path) -> None:
     assert all(line.startswith("{") for line in lines)  # no record glued to the cut line
 
 
+def test_a_restarted_worker_shows_the_results_written_before(detector: Detector, tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    log = ResultsLog(path, max_bytes=400, keep=3)
+    for i in range(20):
+        log.write([{"id": f"r{i:02d}", "pad": "x" * 20}])
+    log.close()
+    with open(path, "ab") as fh:
+        fh.write(b'{"id": "torn')  # the crash cut the last line
+    assert len(list(tmp_path.glob("results.jsonl*"))) > 1  # the tail spans rotated files
+    assert [r["id"] for r in ResultsLog(path, keep=3).tail(7)] == [f"r{i:02d}" for i in range(13, 20)]
+    sinks = Sinks(results=ResultsLog(path, max_bytes=400, keep=3))
+    worker = InferenceWorker(detector, sinks, Metrics(), history=5)
+    assert [r["id"] for r in worker.recent(10)] == [f"r{i:02d}" for i in range(15, 20)]
+    sinks.close()
+
+
 def test_overlay_saver_modes(detector: Detector, images: list[Path], tmp_path: Path) -> None:
     (pred,) = detector.predict([images[0]])
     for mode, expect in (("all", True), ("none", False), ("ng", pred.is_anomalous)):

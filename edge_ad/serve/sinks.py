@@ -35,6 +35,32 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _last_records(path: Path, n: int, block: int = 64 * 1024) -> list[dict[str, Any]]:
+    """Up to ``n`` JSON-object lines from the end of ``path``, oldest first, reading blocks backwards."""
+    if n <= 0:
+        return []
+    with open(path, "rb") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        data, pos = b"", end
+        while pos > 0 and data.count(b"\n") <= n:
+            step = min(block, pos)
+            pos -= step
+            fh.seek(pos)
+            data = fh.read(step) + data
+    lines = data.split(b"\n")
+    if pos > 0:
+        lines = lines[1:]  # the first line may be cut by the block boundary
+    records: list[dict[str, Any]] = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(record, dict) and "id" in record:
+            records.append(record)
+    return records[-n:]
+
+
 class ResultsLog:
     """``OUT/results.jsonl``: one JSON line per input, flushed and fsync'd before the caller answers anyone.
 
@@ -82,6 +108,17 @@ class ResultsLog:
             self._fh.write(data)
             self._fh.flush()
             os.fsync(self._fh.fileno())
+
+    def tail(self, n: int) -> list[dict[str, Any]]:
+        """The last ``n`` records on disk, oldest first (rotated files too), so a restarted service's page and
+        ``GET /v1/results`` show the shift so far; torn or foreign lines are skipped. Reads from the end only."""
+        found: list[dict[str, Any]] = []
+        paths = [self.path] + [self.path.with_name(f"{self.path.name}.{i}") for i in range(1, self.keep + 1)]
+        for path in paths:
+            if len(found) >= n or not path.exists():
+                break
+            found = _last_records(path, n - len(found)) + found
+        return found[-n:] if n > 0 else []
 
     def close(self) -> None:
         with self._lock:

@@ -98,6 +98,12 @@ class InferenceWorker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edge-ad-inference", daemon=True)
         self._recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=history)
+        tail = getattr(sinks.results, "tail", None)
+        if callable(tail):  # a restarted service shows what it wrote before (page, GET /v1/results)
+            try:
+                self._recent.extend(tail(history))
+            except OSError as exc:
+                log.warning("could not read earlier results: %s", exc)
         self._recent_lock = threading.Lock()
         self._latest: tuple[str, Prediction] | None = None
         self._latest_png: tuple[str, bytes] | None = None
