@@ -22,6 +22,7 @@ and its pixel scores are the raw map (no smoothing: ``smoothing_sigma = 0``). ``
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -168,6 +169,8 @@ class NsaModel(nn.Module):
     """Encoder-decoder whose output is one anomaly logit per input pixel; everything is trained."""
 
     family = "nsa"
+    # No authors' inference path to time as `edge-ad bench`'s in-run baseline (see SimpleNet.reference_baseline).
+    reference_baseline: ClassVar[str | None] = None
 
     def __init__(self, config: NsaConfig | None = None, image_size: int = 224):
         super().__init__()
@@ -220,7 +223,28 @@ class NsaGraph(nn.Module):
 
     Shares the model's modules (eval mode). The network parts are named as in SimpleNet's graph (``backbone``,
     ``parts``, ``out``, ``head``) so the torch runtime's fp16 split (network half, head float) applies unchanged.
+
+    Declared for the stages after export (see :class:`~edge_ad.models.simplenet.SimpleNetGraph`): the image score
+    is the map's mean (so the max-computing CUDA kernel cannot stand in for the head), and the INT8 layout:
+    encoder, decoder, the last 7x7 transposed conv to one channel, and a head (sigmoid, mean, optional
+    smoothing) that every recipe keeps in float.
     """
+
+    image_score: ClassVar[str] = "mean"
+    int8_layout: ClassVar[dict[str, Any]] = {
+        "parts": {
+            "head": ["/head/*", "/Sigmoid"],  # sigmoid, mean and (sigma > 0) smoothing
+            "output": ["/out/*"],  # the 7x7/2 transposed conv to one logit per pixel
+            "decoder": ["/parts.0/*"],  # bottleneck 1x1 convs, three transposed blocks, bilinear 2x
+            "encoder": ["/backbone/*"],  # ResNet-18 stem and four stages
+        },
+        "recipes": {
+            "all": ["head"],
+            "keep_output_fp": ["head", "output"],
+            "encoder_only": ["head", "output", "decoder"],
+        },
+        "default": "keep_output_fp",
+    }
 
     def __init__(self, model: NsaModel):
         super().__init__()

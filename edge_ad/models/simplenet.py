@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -156,6 +157,8 @@ class SimpleNet(nn.Module):
     """The trainable model: frozen trunk + aggregator, adapter, discriminator, and the scoring rule."""
 
     family = "simplenet"
+    # The authors' inference path, timed by `edge-ad bench` as its in-run baseline ("module:class", imported there).
+    reference_baseline: ClassVar[str | None] = "edge_ad.benchmarks.reference_baseline:ReferenceBaseline"
 
     def __init__(self, config: SimpleNetConfig | None = None, image_size: int = 224):
         super().__init__()
@@ -214,7 +217,29 @@ class SimpleNetGraph(nn.Module):
     ``A f = A_2 e2 + A_3 up(e3) + b = A_2 e2 + up(A_3 e3) + b`` because the bilinear resize is linear and
     acts per channel. So layer3's share runs on the 14x14 grid (4x fewer positions), and the 1536-d feature
     and the adapter output are never materialised.
+
+    Declared for the stages after export (written into the ONNX metadata, read there without torch): the image
+    score is the patch map's maximum (what the fused CUDA kernel computes), and the INT8 layout names the graph's
+    parts by ONNX node-name patterns and the recipes as the parts kept in float, from most to least quantized.
     """
+
+    image_score: ClassVar[str] = "max"
+    int8_layout: ClassVar[dict[str, Any]] = {
+        "parts": {
+            "head": ["/head/*"],  # resize of the patch map, 33-tap Gaussian convolutions, ReduceMax
+            "score": ["/out/*", "/Sub", "/Abs", "/Neg"],  # the discriminator's last 1x1 conv (1024 -> 1), the score
+            "discriminator": ["/parts.*", "/Add", "/Resize", "/act/*"],  # fused adapter + first discriminator layer
+            "aggregator": ["/Conv", "/Conv_1"],  # the fixed grouped convolutions of the patch aggregator
+            "backbone": ["/backbone/*"],  # WideResNet50 stem, layer1..layer3
+        },
+        "recipes": {
+            "all": ["head"],
+            "keep_head_fp": ["head", "score"],
+            "keep_discriminator_fp": ["head", "score", "discriminator"],
+            "backbone_only": ["head", "score", "discriminator", "aggregator"],
+        },
+        "default": "keep_head_fp",
+    }
 
     def __init__(self, model: SimpleNet):
         super().__init__()
@@ -254,7 +279,10 @@ class SimpleNetGraph(nn.Module):
         self.eval()
 
     def patch_scores(self, images: Tensor) -> Tensor:
-        maps = self.backbone(images)
+        return self.patch_scores_from_layers(self.backbone(images))
+
+    def patch_scores_from_layers(self, maps: list[Tensor]) -> Tensor:
+        """Patch scores from the frozen backbone's layer maps: what validation in training runs on cached maps."""
         grid = maps[0].shape[-2:]
         hidden = None
         for i, (x, part) in enumerate(zip(maps, self.parts, strict=True)):

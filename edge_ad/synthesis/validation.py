@@ -26,6 +26,7 @@ __all__ = [
     "build_validation_set",
     "rebuild_validation_set",
     "score_validation_set",
+    "scores_from_outputs",
     "VALIDATION_SEED_OFFSET",
 ]
 
@@ -173,8 +174,16 @@ def score_validation_set(
         s, m = predict(np.stack([normalize(im) for im in chunk]).astype(np.float32))
         scores.append(np.asarray(s, np.float32).reshape(-1))
         maps.append(np.asarray(m, np.float32))
-    image_scores = np.concatenate(scores)
-    score_maps = np.concatenate(maps)
+    return scores_from_outputs(vset, np.concatenate(scores), np.concatenate(maps))
+
+
+def scores_from_outputs(vset: ValidationSet, image_scores: np.ndarray, score_maps: np.ndarray) -> ValidationScores:
+    """Image and pixel AUROC of outputs already computed for ``vset`` (set order), e.g. by a trainer that runs
+    only the trainable part of its graph on cached features. Same rules as :func:`score_validation_set`."""
+    image_scores = np.asarray(image_scores, np.float32).reshape(-1)
+    score_maps = np.asarray(score_maps, np.float32)
+    if len(image_scores) != len(vset) or len(score_maps) != len(vset):
+        raise ValueError(f"{len(image_scores)} scores and {len(score_maps)} maps for a set of {len(vset)}")
     h, w = vset.masks.shape[1:]
     if score_maps.shape[1:] != (h, w):
         import cv2

@@ -19,29 +19,33 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edge_ad.bundle import warn_threshold
 from edge_ad.data.images import read_image
 from edge_ad.data.layout import resolve_category, train_images
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.io import atomic_write_with
 from edge_ad.models.nsa import STRIDE, NsaConfig, NsaModel
-from edge_ad.models.registry import save_model
 from edge_ad.progress import console, progress_bar
 from edge_ad.runtimes.torch_runtime import TorchRuntime
 from edge_ad.synthesis import LABEL_MODES, NsaGenerator, batch_stream, params_for
-from edge_ad.thresholds import good_image_statistics
-from edge_ad.training.pipeline import _data_fingerprint, set_aside_stale_exports
+from edge_ad.synthesis.validation import Predict, ValidationScores, ValidationSet, score_validation_set
+from edge_ad.training.epoch_validation import (
+    EpochValidation,
+    OnEpoch,
+    check_validation_settings,
+    figures_postfix,
+    prepare_validation,
+)
+from edge_ad.training.finish import finish_bundle
+from edge_ad.training.pipeline import _data_fingerprint
 from edge_ad.training.trainer import CHECKPOINT_NAME, _generator, load_checkpoint, run_fingerprint, split_holdout
 
 __all__ = ["NSA_CPU_DEMO", "NSA_PAPER", "NsaEpoch", "NsaTrainConfig", "NsaTrainer", "train_nsa_bundle"]
@@ -63,9 +67,13 @@ class NsaTrainConfig:
     holdout_fraction: float = 0.1  # share of train/good kept out to set the threshold
     min_holdout: int = 2
     threshold_sigmas: float = 3.0
+    synthetic_per_image: int = 3  # NSA anomalies per held-out good image for synthetic validation (0: off)
+    validate_every: int = 1  # epochs between synthetic validations
+    select: str = "final"  # final | synthetic (the epoch with the best mean synthetic image/pixel AUROC)
     extra: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_validation_settings(self.select, self.synthetic_per_image, self.validate_every)
         if self.label not in LABEL_MODES:
             raise ValueError(f"label must be one of {', '.join(LABEL_MODES)}, got {self.label!r}")
         if self.epochs < 1 or self.batch_size < 1:
@@ -99,6 +107,8 @@ class NsaEpoch:
     loss: float
     lr: float
     seconds: float
+    synthetic_image_auroc: float | None = None
+    synthetic_pixel_auroc: float | None = None
 
 
 def cosine_lr(cfg: NsaTrainConfig, epoch: int) -> float:
@@ -132,9 +142,11 @@ class NsaTrainer:
         device: str | torch.device = "cpu",
         checkpoint_dir: str | Path | None = None,
         run_fingerprint: str = "",
+        validation: EpochValidation | None = None,
     ):
         self.model = model.to(device)
         self.generator = generator
+        self.validation = validation or EpochValidation(None)
         self.preprocessing = preprocessing
         self.cfg = cfg
         self.device = torch.device(device)
@@ -157,6 +169,7 @@ class NsaTrainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "history": json.dumps([asdict(h) for h in self.history]),
+            "selection": self.validation.state_dict(),
         }
         atomic_write_with(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
 
@@ -175,6 +188,7 @@ class NsaTrainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.history = [NsaEpoch(**h) for h in json.loads(state["history"])]
+        self.validation.load_state_dict(state.get("selection"))
         self.start_epoch = done
         return True
 
@@ -207,22 +221,45 @@ class NsaTrainer:
             steps += 1
         return NsaEpoch(epoch, loss_sum / max(steps, 1), lr, time.perf_counter() - t0)
 
+    # -- validation ----------------------------------------------------------------------------------
+    def _predict(self) -> Predict:
+        """The graph's forward (eval mode: EpochValidation sets it and gives train mode back)."""
+        return TorchRuntime(self.model, device=str(self.device)).predict  # type: ignore[arg-type]  # any family
+
+    def _score_validation(self, vset: ValidationSet) -> ValidationScores:
+        return score_validation_set(self._predict(), vset, self.preprocessing.normalize)
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()
+
+    def _keep_selected(self) -> None:
+        weights = self.validation.selected_weights()
+        if weights is not None:
+            self.model.load_state_dict(weights)
+            console.log(self.validation.selection(self.cfg.epochs)["selection"])
+
     def fit(self) -> list[NsaEpoch]:
         cfg = self.cfg
         remaining = cfg.epochs - self.start_epoch
         if remaining <= 0:
             console.log(f"the checkpoint already holds all {cfg.epochs} epochs: nothing left to train")
+            self._keep_selected()
             self.model.eval()
             return self.history
         label = f"train nsa (resumed after epoch {self.start_epoch})" if self.start_epoch else "train nsa"
         with progress_bar(total=remaining, description=label, unit="epochs") as bar:
             for epoch in range(self.start_epoch, cfg.epochs):
                 stats = self.train_epoch(epoch)
+                figures = self.validation.after_epoch(
+                    epoch, self.model, self._score_validation, self._predict, self._weights
+                )
+                stats = replace(stats, **figures)
                 self.history.append(stats)
                 self.save_checkpoint(epoch + 1)
-                bar.set_postfix(loss=stats.loss, lr=stats.lr)
+                bar.set_postfix(loss=stats.loss, lr=stats.lr, **figures_postfix(figures))
                 bar.advance()
         console.log(f"trained {cfg.epochs} epochs: BCE {self.history[-1].loss:.4f}")
+        self._keep_selected()
         self.model.eval()
         return self.history
 
@@ -246,8 +283,12 @@ def train_nsa_bundle(
     device: str = "cpu",
     resume: bool = False,
     keep_checkpoint: bool = False,
+    on_epoch: OnEpoch | None = None,
 ) -> Path:
-    """Train NSA from scratch on the good images of one category and write a sealed bundle to ``out_dir``."""
+    """Train NSA from scratch on the good images of one category and write a sealed bundle to ``out_dir``.
+
+    ``on_epoch(epoch, predict)`` runs after each epoch's synthetic validation (see :class:`EpochValidation`).
+    """
     preprocessing = preprocessing or Preprocessing()
     model_cfg = model_cfg or NsaConfig()
     train_cfg = train_cfg or NsaTrainConfig()
@@ -264,6 +305,23 @@ def train_nsa_bundle(
     views = training_views([raw[i] for i in train_idx], preprocessing, jitter)
     transform = crop_transform(preprocessing.image_size, jitter, flip=params.kind == "texture")
     generator = NsaGenerator(views, params, train_cfg.label, transform=transform)
+    vset, validation_record = prepare_validation(
+        [paths[i] for i in hold_idx],
+        preprocessing,
+        category or category_dir.name,
+        train_cfg.kind,
+        seed=train_cfg.seed,
+        per_image=train_cfg.synthetic_per_image,
+        workers=train_cfg.workers,
+        raw=[raw[i] for i in hold_idx],
+    )
+    validation = EpochValidation(
+        vset,
+        select=train_cfg.select,
+        every=train_cfg.validate_every,
+        on_epoch=on_epoch,
+        status=validation_record["status"],
+    )
 
     fingerprint = run_fingerprint(
         data=_data_fingerprint(paths),
@@ -282,47 +340,27 @@ def train_nsa_bundle(
     model = NsaModel(model_cfg, image_size=preprocessing.image_size)
     trainer = NsaTrainer(
         model, generator, preprocessing, train_cfg, device=device, checkpoint_dir=checkpoint_dir,
-        run_fingerprint=fingerprint,
+        run_fingerprint=fingerprint, validation=validation,
     )
     if resume and trainer.resume():
         console.log(f"resumed from epoch {trainer.start_epoch}")
     history = trainer.fit()
-    model.cpu().eval()
-
-    threshold_source, eval_idx = "holdout", hold_idx
-    if not eval_idx:
-        threshold_source = "training images (too few images to hold any out: threshold is optimistic)"
-        eval_idx = train_idx
-    held = [preprocessing(raw[i]) for i in eval_idx]
-    runtime = TorchRuntime(model)
-    score_stats: dict[str, Any] = good_image_statistics(
-        runtime.predict, (np.stack(held[s : s + 8]) for s in range(0, len(held), 8)), train_cfg.threshold_sigmas
-    )
-    score_stats["threshold_source"] = threshold_source
-    threshold = score_stats["image"]["threshold"]
-    training = {
-        **train_cfg.to_dict(),
-        "data": str(category_dir),
-        "train_images": [paths[i].name for i in train_idx],
-        "holdout_images": [paths[i].name for i in hold_idx],
-        "synthesis": generator.params.to_json(),
-        "history": [asdict(h) for h in history],
-        "final_epoch": asdict(history[-1]) if history else None,
-        "device": device,
-        "selection": "final weights (no test labels used)",
-    }
-    save_model(
-        model,  # type: ignore[arg-type]  # any registered family
+    return finish_bundle(
+        model,
         out_dir,
         preprocessing=preprocessing,
-        threshold=threshold,
-        score_stats=score_stats,
+        image=lambda i: preprocessing(raw[i]),
+        paths=paths,
+        train_idx=train_idx,
+        hold_idx=hold_idx,
+        train_cfg=train_cfg,
+        history=history,
+        validation=validation,
+        validation_record=validation_record,
+        data=category_dir,
+        device=device,
         backbone={"weights": "none: trained from scratch (NSA needs no pretrained weights)"},
-        training=training,
+        checkpoint_dir=checkpoint_dir,
+        keep_checkpoint=keep_checkpoint,
+        training_extra={"synthesis": generator.params.to_json()},
     )
-    if not keep_checkpoint:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    console.log(f"bundle written to {out_dir} (threshold {threshold:.4f})")
-    set_aside_stale_exports(out_dir)
-    warn_threshold(threshold, score_stats, out_dir)
-    return out_dir

@@ -1,9 +1,9 @@
-"""``edge-ad train`` as a library call: data -> backbone -> feature cache -> training -> threshold -> bundle."""
+"""``edge-ad train`` as a library call: data -> backbone -> feature cache -> training (with synthetic validation)
+-> threshold -> bundle."""
 
 from __future__ import annotations
 
 import hashlib
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,11 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge_ad.bundle import artifact_weights_sha256, check_artifact_current, file_sha256, warn_threshold
+from edge_ad.bundle import file_sha256
 from edge_ad.data.images import read_image
 from edge_ad.data.layout import resolve_category, train_images
 from edge_ad.data.preprocess import Preprocessing
-from edge_ad.models.registry import save_model
 from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
 from edge_ad.models.wide_resnet import (
     DEFAULT_RANDOM_INIT,
@@ -29,9 +28,9 @@ from edge_ad.models.wide_resnet import (
     state_dict_sha256,
 )
 from edge_ad.progress import console
-from edge_ad.runtimes.torch_runtime import TorchRuntime
-from edge_ad.thresholds import good_image_statistics
+from edge_ad.training.epoch_validation import EpochValidation, OnEpoch, prepare_validation
 from edge_ad.training.feature_cache import extract_features
+from edge_ad.training.finish import finish_bundle
 from edge_ad.training.trainer import (
     CHECKPOINT_NAME,
     TrainConfig,
@@ -116,8 +115,12 @@ def train_bundle(
     device: str = "cpu",
     resume: bool = False,
     keep_checkpoint: bool = False,
+    on_epoch: OnEpoch | None = None,
 ) -> Path:
-    """Train SimpleNet on the good images of one category and write a sealed bundle to ``out_dir``."""
+    """Train SimpleNet on the good images of one category and write a sealed bundle to ``out_dir``.
+
+    ``on_epoch(epoch, predict)`` runs after each epoch's synthetic validation (see :class:`EpochValidation`).
+    """
     preprocessing = preprocessing or Preprocessing()
     model_cfg = model_cfg or SimpleNetConfig()
     train_cfg = train_cfg or TrainConfig()
@@ -127,6 +130,21 @@ def train_bundle(
     train_idx, hold_idx = split_holdout(len(paths), train_cfg)
     console.log(f"{category_dir}: {len(train_idx)} training images, {len(hold_idx)} held out for the threshold")
     images = [preprocessing(read_image(p)) for p in paths]
+    vset, validation_record = prepare_validation(
+        [paths[i] for i in hold_idx],
+        preprocessing,
+        category or category_dir.name,
+        train_cfg.kind,
+        seed=train_cfg.seed,
+        per_image=train_cfg.synthetic_per_image,
+    )
+    validation = EpochValidation(
+        vset,
+        select=train_cfg.select,
+        every=train_cfg.validate_every,
+        on_epoch=on_epoch,
+        status=validation_record["status"],
+    )
 
     torch.manual_seed(train_cfg.seed)
     model = SimpleNet(model_cfg, image_size=preprocessing.image_size)
@@ -155,7 +173,14 @@ def train_bundle(
         )
     features = extract_features(model, [images[i] for i in train_idx], device=device, description="features")
     trainer = Trainer(
-        model, features, train_cfg, device=device, checkpoint_dir=checkpoint_dir, run_fingerprint=fingerprint
+        model,
+        features,
+        train_cfg,
+        device=device,
+        checkpoint_dir=checkpoint_dir,
+        run_fingerprint=fingerprint,
+        validation=validation,
+        normalize=preprocessing.normalize,
     )
     if resume and trainer.resume():
         console.log(f"resumed from epoch {trainer.start_epoch}")
@@ -165,74 +190,27 @@ def train_bundle(
     if model_cfg.score_mode == "two_sided":
         # centre of D on good training features: the "normal" level that both directions depart from
         model.config.score_center = float(logits.median())
-    model.cpu().eval()
-
-    score_stats: dict[str, Any] = {
-        "train_logits": {
-            "median": float(logits.median()),
-            "p01": float(logits.quantile(0.01)),
-            "p99": float(logits.quantile(0.99)),
-        }
+    train_logits = {
+        "median": float(logits.median()),
+        "p01": float(logits.quantile(0.01)),
+        "p99": float(logits.quantile(0.99)),
     }
-    runtime = TorchRuntime(model)
-    threshold_source = "holdout"
-    eval_idx = hold_idx
-    if not eval_idx:
-        threshold_source = "training images (too few images to hold any out: threshold is optimistic)"
-        eval_idx = train_idx
-    score_stats.update(
-        good_image_statistics(
-            runtime.predict,
-            (np.stack([images[i] for i in eval_idx[s : s + 8]]) for s in range(0, len(eval_idx), 8)),
-            train_cfg.threshold_sigmas,
-        )
-    )
-    image_stats = score_stats["image"]
-    score_stats["threshold_source"] = threshold_source
-
-    training = {
-        **train_cfg.to_dict(),
-        "data": str(category_dir),
-        "train_images": [paths[i].name for i in train_idx],
-        "holdout_images": [paths[i].name for i in hold_idx],
-        "final_epoch": history[-1].__dict__ if history else None,
-        "device": device,
-        "selection": "final weights (no test labels used)",
-    }
-    save_model(
+    return finish_bundle(
         model,
         out_dir,
         preprocessing=preprocessing,
-        threshold=image_stats["threshold"],
-        score_stats=score_stats,
+        image=images.__getitem__,
+        paths=paths,
+        train_idx=train_idx,
+        hold_idx=hold_idx,
+        train_cfg=train_cfg,
+        history=history,
+        validation=validation,
+        validation_record=validation_record,
+        data=category_dir,
+        device=device,
         backbone=backbone_info,
-        training=training,
+        checkpoint_dir=checkpoint_dir,
+        keep_checkpoint=keep_checkpoint,
+        score_stats={"train_logits": train_logits},
     )
-    if not keep_checkpoint:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    console.log(f"bundle written to {out_dir} (threshold {image_stats['threshold']:.4f})")
-    set_aside_stale_exports(out_dir)
-    warn_threshold(image_stats["threshold"], score_stats, out_dir)
-    return out_dir
-
-
-def set_aside_stale_exports(bundle_dir: Path) -> list[Path]:
-    """Rename exports in ``bundle_dir`` made from other weights to ``*.stale`` (engine sidecars too).
-
-    Why: retraining into a folder that holds earlier exports would otherwise leave ``model.*.onnx`` /
-    ``model.*.engine`` that look current; loading refuses them anyway, renaming makes the folder say so.
-    """
-    moved = []
-    for artifact in sorted([*bundle_dir.glob("model.*.onnx"), *bundle_dir.glob("model.*.engine")]):
-        try:
-            check_artifact_current(bundle_dir, artifact_weights_sha256(artifact), artifact)
-            continue
-        except Exception:  # noqa: BLE001 - stale, or unreadable: either way it does not belong to these weights
-            pass
-        for item in (artifact, artifact.with_suffix(".json") if artifact.suffix == ".engine" else None):
-            if item is not None and item.is_file():
-                item.replace(item.with_name(item.name + ".stale"))
-                moved.append(item)
-    if moved:
-        console.log(f"set aside {len(moved)} export(s) made from earlier weights: {', '.join(p.name for p in moved)}")
-    return moved

@@ -4,6 +4,8 @@ Every source of randomness (holdout split, image order, noise) comes from genera
 ``(seed, epoch)``, so a run killed after epoch k and resumed gives the same weights as an uninterrupted one.
 Nothing but the cosine schedule depends on the total number of epochs, so a resumed run may also ask for more
 epochs than the checkpoint's run did: it trains on and equals an uninterrupted run of the new length.
+Synthetic validation (:mod:`edge_ad.training.epoch_validation`) runs in eval mode on its own seeded set and draws
+from none of these generators; with ``select="synthetic"`` the best epoch's weights travel in the checkpoint.
 """
 
 from __future__ import annotations
@@ -13,15 +15,19 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from edge_ad.io import atomic_write_with
 from edge_ad.models.simplenet import SimpleNet
 from edge_ad.progress import console, progress_bar
+from edge_ad.synthesis.validation import Predict, ValidationScores, ValidationSet
+from edge_ad.training.epoch_validation import EpochValidation, check_validation_settings, figures_postfix
+from edge_ad.training.simplenet_validation import CachedLayerScorer
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -42,7 +48,16 @@ class TrainConfig:
     holdout_fraction: float = 0.1  # share of train/good kept out to set the threshold
     min_holdout: int = 2
     threshold_sigmas: float = 3.0  # threshold = mean + k * std of held-out good image scores
+    synthetic_per_image: int = 3  # NSA anomalies per held-out good image for synthetic validation (0: off)
+    validate_every: int = 1  # epochs between synthetic validations (the frozen backbone's maps are cached)
+    select: str = "final"  # final | synthetic (the epoch with the best mean synthetic image/pixel AUROC)
+    kind: str | None = None  # object | texture: NSA anomalies for a category outside the NSA table
     extra: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_validation_settings(self.select, self.synthetic_per_image, self.validate_every)
+        if self.kind not in (None, "object", "texture"):
+            raise ValueError(f"kind must be object or texture, got {self.kind!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +70,8 @@ class EpochStats:
     p_true: float
     p_fake: float
     seconds: float
+    synthetic_image_auroc: float | None = None
+    synthetic_pixel_auroc: float | None = None
 
 
 def _generator(seed: int, stream: int) -> torch.Generator:
@@ -120,9 +137,16 @@ class Trainer:
         device: str | torch.device = "cpu",
         checkpoint_dir: str | Path | None = None,
         run_fingerprint: str = "",
+        validation: EpochValidation | None = None,
+        normalize: Callable[[np.ndarray], np.ndarray] | None = None,
     ):
+        """``validation`` (with ``normalize``, the preprocessing's, for its images): synthetic validation per epoch,
+        selection and the ``on_epoch`` hook; without it, none."""
         self.model = model.to(device)
         self.features = features
+        self.validation = validation or EpochValidation(None)
+        self.normalize = normalize
+        self._scorer: CachedLayerScorer | None = None
         self.cfg = cfg
         self.device = torch.device(device)
         self.checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
@@ -147,6 +171,7 @@ class Trainer:
             "adapter_opt": self.adapter_opt.state_dict(),
             "disc_opt": self.disc_opt.state_dict(),
             "history": json.dumps([asdict(h) for h in self.history]),
+            "selection": self.validation.state_dict(),
         }
 
     def save_checkpoint(self, epoch: int) -> None:
@@ -171,6 +196,7 @@ class Trainer:
         self.adapter_opt.load_state_dict(state["adapter_opt"])
         self.disc_opt.load_state_dict(state["disc_opt"])
         self.history = [EpochStats(**h) for h in json.loads(state["history"])]
+        self.validation.load_state_dict(state.get("selection"))
         self.start_epoch = int(state["epoch"])
         return True
 
@@ -228,6 +254,41 @@ class Trainer:
                 on_step()
         return EpochStats(epoch, loss_sum / steps, p_true_sum / steps, p_fake_sum / steps, time.perf_counter() - t0)
 
+    # -- validation ----------------------------------------------------------------------------------
+    def _weights(self) -> dict[str, Tensor]:
+        """The trained part (adapter and discriminator); the frozen trunk never changes."""
+        return {k: v for k, v in self.model.state_dict().items() if k.startswith(("adapter.", "discriminator."))}
+
+    def _load_weights(self, weights: dict[str, Tensor]) -> None:
+        for name in ("adapter", "discriminator"):
+            prefix = name + "."
+            part = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+            getattr(self.model, name).load_state_dict(part)
+
+    def _score_validation(self, vset: ValidationSet) -> ValidationScores:
+        if self._scorer is None:
+            if self.normalize is None:
+                raise ValueError("synthetic validation needs the preprocessing's normalize")
+            self._scorer = CachedLayerScorer(self.model, vset, self.normalize, device=self.device)
+        center = None
+        if self.model.config.score_mode == "two_sided":
+            # the final centre (median D over all training positions) is fixed after training; per epoch, the
+            # median over the first few cached training images stands in for it
+            feats = self.features[:4].to(self.device, torch.float32).flatten(0, 1)
+            center = float(self.model.discriminate(feats).median())
+        return self._scorer(vset, score_center=center)
+
+    def _predict(self) -> Predict:
+        from edge_ad.runtimes.torch_runtime import TorchRuntime
+
+        return TorchRuntime(self.model, device=str(self.device)).predict
+
+    def _keep_selected(self) -> None:
+        weights = self.validation.selected_weights()
+        if weights is not None:
+            self._load_weights(weights)
+            console.log(self.validation.selection(self.cfg.epochs)["selection"])
+
     def fit(self) -> list[EpochStats]:
         cfg = self.cfg
         steps_per_epoch = math.ceil(self.features.shape[0] / cfg.batch_size)
@@ -235,21 +296,29 @@ class Trainer:
         if remaining <= 0:
             if self.start_epoch:
                 console.log(f"the checkpoint already holds all {cfg.epochs} epochs: nothing left to train")
+            self._keep_selected()
             self.model.eval()
             return self.history
         label = f"train (resumed after epoch {self.start_epoch})" if self.start_epoch else "train"
         with progress_bar(total=remaining, description=label, unit="epochs") as bar:
             for epoch in range(self.start_epoch, cfg.epochs):
                 stats = self.train_epoch(epoch)
+                figures = self.validation.after_epoch(
+                    epoch, self.model, self._score_validation, self._predict, self._weights
+                )
+                stats = replace(stats, **figures)
                 self.history.append(stats)
                 self.save_checkpoint(epoch + 1)
-                bar.set_postfix(loss=stats.loss, p_true=stats.p_true, p_fake=stats.p_fake)
+                bar.set_postfix(
+                    loss=stats.loss, p_true=stats.p_true, p_fake=stats.p_fake, **figures_postfix(figures)
+                )
                 bar.advance()
         if steps_per_epoch and self.history:
             last = self.history[-1]
             console.log(
                 f"trained {cfg.epochs} epochs: loss {last.loss:.4f} p_true {last.p_true:.3f} p_fake {last.p_fake:.3f}"
             )
+        self._keep_selected()
         self.model.eval()
         return self.history
 

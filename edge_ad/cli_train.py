@@ -1,0 +1,116 @@
+"""``edge-ad train``'s option plumbing: the command's options -> one family's train config -> its trainer.
+
+Why a module of its own: cli.py holds every command's options and would pass 500 lines with this in it. The typer
+command stays in cli.py; bad values end as :class:`UserError` or ``ValueError`` (one line through ``friendly``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from edge_ad.cli_output import UserError, err
+
+__all__ = ["run_train"]
+
+
+def run_train(
+    data: Path,
+    out_dir: Path,
+    *,
+    model: str,
+    category: str | None,
+    image_size: int,
+    resize: int,
+    no_crop: bool,
+    device: str,
+    resume: bool,
+    keep_checkpoint: bool,
+    common: dict[str, Any],
+    simplenet: dict[str, Any],
+    nsa: dict[str, Any],
+) -> None:
+    """Train ``model`` and write its bundle. ``common``: train-config fields every family has (None: the family's
+    default); ``simplenet`` / ``nsa``: options only that family takes (None: not given)."""
+    from edge_ad.data.preprocess import Preprocessing
+
+    preprocessing = Preprocessing(image_size=image_size, resize=None if no_crop else resize)
+    run = {"category": category, "device": device, "resume": resume, "keep_checkpoint": keep_checkpoint}
+    if model == "simplenet":
+        given = [k for k in ("preset", "label") if nsa.get(k) is not None]
+        if given:
+            raise UserError("--preset and --label are NSA options (--model nsa)")
+        _train_simplenet(data, out_dir, preprocessing, common, simplenet, run)
+        return
+    family_trainer = _FAMILY_TRAINERS.get(model)
+    if family_trainer is None:
+        raise UserError(f"unknown --model {model!r}; choose one of simplenet, {', '.join(_FAMILY_TRAINERS)}")
+    if simplenet.get("backbone_weights") is not None or simplenet.get("random_backbone"):
+        raise UserError(f"--model {model} trains from scratch: --backbone-weights / --random-backbone do not apply")
+    family_trainer(data, out_dir, preprocessing, common, nsa, run)
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _train_simplenet(
+    data: Path,
+    out_dir: Path,
+    preprocessing: Any,
+    common: dict[str, Any],
+    options: dict[str, Any],
+    run: dict[str, Any],
+) -> None:
+    from edge_ad.models.simplenet import SimpleNetConfig
+    from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
+    from edge_ad.training.trainer import TrainConfig
+
+    weights, random_backbone = options["backbone_weights"], options["random_backbone"]
+    if (weights is None) == (not random_backbone):
+        raise UserError("choose a backbone: --backbone-weights PATH|imagenet1k_v1, or --random-backbone")
+    model_cfg = SimpleNetConfig()
+    if random_backbone:
+        random_backbone_recipe(model_cfg)
+        err.print("[yellow]random backbone:[/] weights are not pretrained; the demo recipe is used (see README)")
+    overrides = _given({"noise_std": options["noise_std"], "score_mode": options["score_mode"]})
+    model_cfg = dataclasses.replace(model_cfg, **overrides)  # replace() re-runs the config's validation
+    train_cfg = TrainConfig(
+        **{"epochs": 160, "batch_size": 8, **_given(common)},
+        adapter_lr=options["adapter_lr"],
+        disc_lr=options["disc_lr"],
+    )
+    train_bundle(
+        data,
+        out_dir,
+        backbone=BackboneSpec(weights=weights, random=random_backbone, random_init=options["random_init"]),
+        preprocessing=preprocessing,
+        model_cfg=model_cfg,
+        train_cfg=train_cfg,
+        **run,
+    )
+
+
+def _train_nsa(
+    data: Path,
+    out_dir: Path,
+    preprocessing: Any,
+    common: dict[str, Any],
+    options: dict[str, Any],
+    run: dict[str, Any],
+) -> None:
+    """``edge-ad train --model nsa``: the preset's recipe with the options the user gave on top."""
+    from edge_ad.training.nsa_trainer import PRESETS, train_nsa_bundle
+
+    name = options.get("preset") or "paper"
+    if name not in PRESETS:
+        raise UserError(f"unknown --preset {name!r}; NSA presets: {', '.join(PRESETS)}")
+    train_cfg, model_cfg = PRESETS[name]
+    given = _given({**common, "label": options.get("label")})
+    train_cfg = dataclasses.replace(train_cfg, **given)  # re-runs the config's validation
+    train_nsa_bundle(data, out_dir, preprocessing=preprocessing, model_cfg=model_cfg, train_cfg=train_cfg, **run)
+
+
+# Families other than SimpleNet: --model NAME -> its trainer.
+_FAMILY_TRAINERS = {"nsa": _train_nsa}

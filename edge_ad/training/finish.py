@@ -1,0 +1,122 @@
+"""The end of every family's training, once: threshold on held-out good images, training metadata, sealed bundle,
+checkpoint clean-up, stale exports set aside, and the loud warning about a weak threshold.
+
+Why one function: the two trainers had grown two copies of these steps, and a fix made to one would have missed
+the other (ARCHITECTURE: no step exists twice). A family passes what only it knows (score statistics of its own,
+extra training metadata, the backbone record); the rest is the same for all.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from edge_ad.bundle import artifact_weights_sha256, check_artifact_current, warn_threshold
+from edge_ad.data.preprocess import Preprocessing
+from edge_ad.models.registry import save_model
+from edge_ad.progress import console
+from edge_ad.runtimes.torch_runtime import TorchRuntime
+from edge_ad.thresholds import good_image_statistics
+from edge_ad.training.epoch_validation import EpochValidation
+
+__all__ = ["finish_bundle", "set_aside_stale_exports"]
+
+FALLBACK_SOURCE = "training images (too few images to hold any out: threshold is optimistic)"
+
+
+def finish_bundle(
+    model: nn.Module,
+    out_dir: Path,
+    *,
+    preprocessing: Preprocessing,
+    image: Callable[[int], np.ndarray],
+    paths: Sequence[Path],
+    train_idx: Sequence[int],
+    hold_idx: Sequence[int],
+    train_cfg: Any,
+    history: Sequence[Any],
+    validation: EpochValidation,
+    validation_record: dict[str, Any],
+    data: Path,
+    device: str,
+    backbone: dict[str, Any],
+    checkpoint_dir: Path,
+    keep_checkpoint: bool,
+    score_stats: dict[str, Any] | None = None,
+    training_extra: dict[str, Any] | None = None,
+) -> Path:
+    """Threshold the trained ``model`` on the held-out images (``image(i)``: image ``i`` preprocessed, CHW float32;
+    the training images when none are held out) and write the sealed bundle; returns ``out_dir``.
+
+    ``train_cfg`` is the family's config (``to_dict``, ``threshold_sigmas``), ``history`` its epoch records.
+    """
+    model.cpu().eval()
+    threshold_source, eval_idx = "holdout", list(hold_idx)
+    if not eval_idx:
+        threshold_source, eval_idx = FALLBACK_SOURCE, list(train_idx)
+    runtime = TorchRuntime(model)  # type: ignore[arg-type]  # any registered family's graph
+    stats: dict[str, Any] = dict(score_stats or {})
+    stats.update(
+        good_image_statistics(
+            runtime.predict,
+            (np.stack([image(i) for i in eval_idx[s : s + 8]]) for s in range(0, len(eval_idx), 8)),
+            train_cfg.threshold_sigmas,
+        )
+    )
+    stats["threshold_source"] = threshold_source
+    threshold = stats["image"]["threshold"]
+    training = {
+        **train_cfg.to_dict(),
+        "data": str(data),
+        "train_images": [paths[i].name for i in train_idx],
+        "holdout_images": [paths[i].name for i in hold_idx],
+        **(training_extra or {}),
+        "history": [asdict(h) for h in history],
+        "final_epoch": asdict(history[-1]) if history else None,
+        "device": device,
+        **validation.selection(train_cfg.epochs),
+        "synthetic_validation": validation_record,
+    }
+    save_model(
+        model,  # type: ignore[arg-type]  # any registered family
+        out_dir,
+        preprocessing=preprocessing,
+        threshold=threshold,
+        score_stats=stats,
+        backbone=backbone,
+        training=training,
+    )
+    if not keep_checkpoint:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    console.log(f"bundle written to {out_dir} (threshold {threshold:.4f})")
+    set_aside_stale_exports(out_dir)
+    warn_threshold(threshold, stats, out_dir)
+    return out_dir
+
+
+def set_aside_stale_exports(bundle_dir: Path) -> list[Path]:
+    """Rename exports in ``bundle_dir`` made from other weights to ``*.stale`` (engine sidecars too).
+
+    Why: retraining into a folder that holds earlier exports would otherwise leave ``model.*.onnx`` /
+    ``model.*.engine`` that look current; loading refuses them anyway, renaming makes the folder say so.
+    """
+    moved = []
+    for artifact in sorted([*bundle_dir.glob("model.*.onnx"), *bundle_dir.glob("model.*.engine")]):
+        try:
+            check_artifact_current(bundle_dir, artifact_weights_sha256(artifact), artifact)
+            continue
+        except Exception:  # noqa: BLE001 - stale, or unreadable: either way it does not belong to these weights
+            pass
+        for item in (artifact, artifact.with_suffix(".json") if artifact.suffix == ".engine" else None):
+            if item is not None and item.is_file():
+                item.replace(item.with_name(item.name + ".stale"))
+                moved.append(item)
+    if moved:
+        console.log(f"set aside {len(moved)} export(s) made from earlier weights: {', '.join(p.name for p in moved)}")
+    return moved
