@@ -4,9 +4,13 @@
 calibration images, the bundle's held-out good images and (only with ``eval_data``) a labelled split once each,
 collect calibration statistics once, quantize every (method, recipe) candidate once and run each once, choose --
 without labels by default (:func:`~.quantize.choose_without_labels`), on ``eval_data``'s labels when given -- and
-write the chosen model, with its own threshold from its own scores on the held-out good images, to
-``model.int8.onnx``, the report beside it. The report names the data the choice was made on. Torch is imported
-for the bundle's threshold rule (its function lives in the trainer) and to export a missing fp32 model.
+write the chosen model, with its own threshold from its own scores on the images and by the rule that made the
+bundle's current threshold (:mod:`edge_ad.threshold_basis`; after ``edge-ad threshold``, that command's), to
+``model.int8.onnx``, the report beside it. When the bundle describes a synthetic validation set, the choice is made
+on it (:func:`~.choice.choose_on_synthetic`). The report names the data the choice was made on ("synthetic
+validation: N held-out good images and M NSA anomalies, seed S", the held-out good images and why there was no
+synthetic set, or ``--eval-data``). Torch is imported only for a bundle that does not record its threshold rule's
+k, and to export a missing (or stale) fp32 model.
 """
 
 from __future__ import annotations
@@ -18,21 +22,15 @@ from typing import Any
 
 import onnx
 
-from edge_ad.bundle import WEIGHTS_NAME, read_bundle
+from edge_ad.bundle import BundleError, check_artifact_current
 from edge_ad.io import atomic_write_json, atomic_write_text
 
 from .calibration_data import DEFAULT_COUNT, model_info
-from .quantize import (
-    METHODS,
-    RECIPES,
-    _default_name,
-    _set_metadata,
-    _write,
-    int8_mac_fraction,
-    measure,
-    selection_sets,
-    unquantized_layers,
-)
+from .graph_parts import int8_mac_fraction, unquantized_layers
+from .int8_writer import int8_name, set_int8_metadata, write_model
+from .ranges import METHODS
+from .recipes import measure, selection_sets
+from .selection import ImageSet
 
 __all__ = ["REPORT_JSON", "REPORT_MD", "calibrate", "write_report"]
 
@@ -85,6 +83,8 @@ def _markdown(report: dict[str, Any]) -> str:
         f"- threshold: fp32 {_fmt(th['fp32'])} (bundle) -> INT8 **{_fmt(th['int8'])}** "
         f"({th['change']:+.4f}); {th['rule']}",
     ]
+    if report.get("selection_note"):
+        lines.append(f"- no synthetic validation set: {report['selection_note']}; chosen without labels")
     if report.get("eval"):
         lines.append(
             f"- labelled evaluation set: {report['eval'].get('images', '?')} test images "
@@ -92,6 +92,14 @@ def _markdown(report: dict[str, Any]) -> str:
         )
     else:
         lines.append("- no labelled evaluation: pass `--eval-data DIR` to measure AUROC (and choose on its labels)")
+    syn = report.get("synthetic")
+    if syn:
+        lines += ["", f"## Synthetic validation, FP32 vs INT8 ({sel['summary']})", ""]
+        lines += ["| metric | FP32 | INT8 | change |", "|---|---|---|---|"]
+        for metric in ("image_auroc", "pixel_auroc"):
+            a, b = syn["fp32"].get(metric), syn["int8"].get(metric)
+            if a is not None and b is not None:
+                lines.append(f"| {metric} | {_fmt(a)} | {_fmt(b)} | {b - a:+.4f} |")
     if report.get("fp32") and report.get("int8"):
         lines += ["", "## Accuracy, FP32 vs INT8", "", "| subset | metric | FP32 | INT8 | change |"]
         lines.append("|---|---|---|---|---|")
@@ -115,10 +123,12 @@ def _markdown(report: dict[str, Any]) -> str:
     candidates = report.get("candidates") or []
     if candidates:
         lines += ["", "## Candidates measured (each quantized and run once)", "", f"Rule: {report.get('rule')}", ""]
-        labelled = "metrics" in candidates[0]
+        labelled, synthetic = "metrics" in candidates[0], "synthetic" in candidates[0]
         head = "| method | recipe | threshold | good: score change / map range | good: map change (rel) | "
         if labelled:
             head += "image AUROC | pixel AUROC | AUPRO | image loss | pixel loss | "
+        if synthetic:
+            head += "synthetic image AUROC | synthetic pixel AUROC | image loss | pixel loss | "
         head += "INT8 MACs | within tolerance |"
         lines += [head, "|---" * (head.count("|") - 1) + "|"]
         for c in candidates:
@@ -134,11 +144,19 @@ def _markdown(report: dict[str, Any]) -> str:
                     f"{_fmt(m.get('image_auroc'))} | {_fmt(m.get('pixel_auroc'))} | {_fmt(m.get('aupro'))} | "
                     f"{_fmt(loss.get('image_auroc'))} | {_fmt(loss.get('pixel_auroc'))} | "
                 )
+            if synthetic:
+                m, loss = c["synthetic"], c["synthetic_loss"]
+                row += (
+                    f"{_fmt(m.get('image_auroc'))} | {_fmt(m.get('pixel_auroc'))} | "
+                    f"{_fmt(loss.get('image_auroc'))} | {_fmt(loss.get('pixel_auroc'))} | "
+                )
             lines.append(row + f"{_fmt(c['int8_mac_fraction'], 3)} | {c['within_tolerance']} |")
     lines += ["", "## Calibration images", "", ", ".join(cal.get("names", [])) or "-", ""]
     if cal.get("skipped"):
         lines += ["Skipped (unreadable): " + "; ".join(cal["skipped"]), ""]
-    lines += [f"## Images the thresholds come from ({good['data']})", "", ", ".join(good.get("names", [])) or "-", ""]
+    basis = th.get("basis") or {"data": good["data"]}
+    names = th.get("names", good.get("names", []))
+    lines += [f"## Images the thresholds come from ({basis['data']})", "", ", ".join(names) or "-", ""]
     return "\n".join(lines)
 
 
@@ -162,6 +180,8 @@ def write_report(
     candidates: Sequence[Mapping[str, Any]] | None = None,
     rule: str | None = None,
     int8_mac_fraction: float | None = None,
+    synthetic: Mapping[str, Mapping[str, float]] | None = None,
+    selection_note: str = "",
 ) -> dict[str, Any]:
     """Write ``calibration_report.json`` and ``calibration_report.md`` into ``out_dir``; returns the report.
 
@@ -172,6 +192,8 @@ def write_report(
     "--eval-data DIR, labels"). ``threshold``: ``fp32``, ``int8``, ``rule``. ``good_deviation``/``deviation``:
     :func:`~edge_ad.calibration.quantize.output_deviation` on the good images / the labelled set.
     ``unquantized``: the float layers by part (:func:`~edge_ad.calibration.quantize.unquantized_layers`).
+    ``synthetic``: ``{"fp32": {...}, "int8": {...}}`` image/pixel AUROC on the synthetic validation set the choice
+    was made on (``selection`` is then its description); ``selection_note``: why there was none, when there was none.
     """
     if (fp32_metrics is None) != (int8_metrics is None):
         raise ValueError("give fp32_metrics and int8_metrics both (a labelled set) or neither")
@@ -204,6 +226,8 @@ def write_report(
             **{k: v for k, v in calibration.items() if k not in ("count", "names")},
         },
         "eval": dict(eval_info) if eval_info else None,
+        "synthetic": {k: dict(v) for k, v in synthetic.items()} if synthetic else None,
+        "selection_note": selection_note,
         "summary": summary,
         "fp32": {k: dict(v) for k, v in fp32_metrics.items()} if fp32_metrics is not None else None,
         "int8": {k: dict(v) for k, v in int8_metrics.items()} if int8_metrics is not None else None,
@@ -220,10 +244,24 @@ def write_report(
     return report
 
 
-def _stale(metadata: Mapping[str, str], bundle: Path) -> bool:
-    """True when an export (its metadata, already read) was made from other weights than the bundle's current ones."""
-    recorded = read_bundle(bundle, verify_weights=False).raw.get("files", {}).get(WEIGHTS_NAME)
-    return bool(recorded) and metadata.get("bundle_weights_sha256") != recorded
+def _stale(metadata: Mapping[str, str], bundle: Path, fp32: Path) -> bool:
+    """True when the fp32 export was made from other weights than the bundle's, or before ``edge-ad threshold``
+    changed the bundle's threshold (:func:`edge_ad.bundle.check_artifact_current` refuses it either way)."""
+    try:
+        check_artifact_current(bundle, metadata.get("bundle_weights_sha256"), fp32)
+    except BundleError:
+        return True
+    return False
+
+
+def _threshold_rule(selection: ImageSet, sigmas: float) -> tuple[str, list[str]]:
+    """How each artifact's own threshold was derived, for the report, and the names of the images it rests on."""
+    tsets = selection.threshold
+    if tsets is None:
+        where = f"{selection.summary()}: max(mean + {sigmas:g} std, max)"
+        return f"each from its own image scores on the {where}, the bundle's rule", [p.name for p in selection.paths]
+    text = f"each from its own image scores on the {tsets.basis.summary()}: the rule of the bundle's current threshold"
+    return text, [p.name for p in tsets.good.paths]
 
 
 def calibrate(
@@ -254,7 +292,7 @@ def calibrate(
     bundle = Path(bundle_dir)
     fp32 = bundle / "model.fp32.onnx"
     info = model_info(fp32) if fp32.is_file() else None
-    if info is None or _stale(info.metadata, bundle):
+    if info is None or _stale(info.metadata, bundle, fp32):
         from edge_ad.export.onnx_export import export_onnx  # needs torch: only when the fp32 export is missing
 
         export_onnx(bundle, fp32)
@@ -275,7 +313,7 @@ def calibrate(
             selection,
             labelled,
             methods=compared,
-            recipes=tuple(recipes or RECIPES),
+            recipes=tuple(recipes) if recipes else None,  # None: the graph's declared recipes
             tolerance=tolerance,
             target=target,
             sigmas=sigmas,
@@ -285,7 +323,8 @@ def calibrate(
         raise
     try:
         result, chosen = measured.result, measured.chosen
-        chosen_on = labelled if labelled is not None else selection
+        synthetic = selection.anomalies if labelled is None and result["synthetic"] is not None else None
+        chosen_on = labelled or synthetic or selection
         recipe = measured.chosen_recipe
         recipe["selection"] = {
             "data": chosen_on.summary(),
@@ -304,15 +343,17 @@ def calibrate(
                         if "metrics" in c and "image_auroc" in c["metrics"]
                         else {}
                     ),
+                    **({f"synthetic_{k}": round(v, 4) for k, v in c["synthetic"].items()} if "synthetic" in c else {}),
                 }
                 for c in result["candidates"]
             ],
         }
         model = onnx.load(str(measured.chosen_path))
-        _set_metadata(model, calibration, recipe, chosen["score_stats"])
-        int8_path = _write(model, Path(out_path) if out_path is not None else bundle / _default_name(target))
+        set_int8_metadata(model, calibration, recipe, chosen["score_stats"])
+        int8_path = write_model(model, Path(out_path) if out_path is not None else bundle / int8_name(target))
         fp32_threshold = float(calibration.metadata["threshold"])
         good_images = selection.describe()
+        rule_text, threshold_names = _threshold_rule(selection, sigmas)
         return write_report(
             int8_path.parent,
             measured.fp32_metrics,
@@ -320,15 +361,14 @@ def calibrate(
             method=chosen["method"],
             recipe=chosen["recipe"],
             calibration=calibration.reader_info,
-            selection=chosen_on.describe() if labelled is None else {**labelled.describe(), "good": good_images},
+            selection=good_images if chosen_on is selection else {**chosen_on.describe(), "good": good_images},
             threshold={
                 "fp32": fp32_threshold,
                 "fp32_onnx": result["fp32_threshold"]["onnx"],
                 "int8": float(chosen["threshold"]),
-                "rule": (
-                    f"each from its own image scores on the {selection.summary()}: max(mean + {sigmas:g} std, max), "
-                    "the bundle's rule"
-                ),
+                "rule": rule_text,
+                "basis": result["threshold_basis"],
+                "names": threshold_names,
                 "int8_source": chosen["score_stats"]["threshold_source"],
             },
             good_deviation=chosen["good_deviation"],
@@ -341,6 +381,8 @@ def calibrate(
             candidates=result["candidates"],
             rule=result["rule"],
             int8_mac_fraction=int8_mac_fraction(model, calibration.macs),
+            synthetic={"fp32": result["fp32_synthetic"], "int8": chosen["synthetic"]} if synthetic else None,
+            selection_note=result["selection_note"],
         )
     finally:
         measured.cleanup()

@@ -18,16 +18,15 @@ before each row. ``postprocesses=("cuda",)`` times the fused CUDA kernel in plac
 
 from __future__ import annotations
 
-import gc
 import importlib.metadata
 import importlib.util
+import json
 import os
 import platform
 import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,10 +36,12 @@ from typing import Any
 import numpy as np
 
 from edge_ad import __version__
+from edge_ad.bench_memory import DeviceMemory, device_memory_used
 from edge_ad.bundle import file_sha256, read_bundle
 from edge_ad.data.images import list_images, read_image
 from edge_ad.data.layout import resolve_category, train_images
 from edge_ad.data.preprocess import Preprocessing
+from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of
 from edge_ad.postprocess.numpy_ops import postprocess
 
 PAPER_FPS = 77.0  # SimpleNet paper, WideResNet50, RTX 3080 Ti
@@ -211,16 +212,41 @@ def make_runtime(target: Path, backend: str, precision: str, device: str, postpr
             from edge_ad.models.registry import load_model
             from edge_ad.runtimes.torch_runtime import TorchRuntime
 
-            return TorchRuntime(load_model(target)[0], device=device, precision=precision, postprocess="cuda")
+            model = load_model(target)[0]
+            check_cuda_postprocess(model.inference_graph().image_score, str(target))  # the family's declaration
+            return TorchRuntime(model, device=device, precision=precision, postprocess="cuda")
         if backend == "tensorrt" or target.suffix == ".engine":
             from edge_ad.runtimes.tensorrt_runtime import TensorRTRuntime
 
             engine = target if target.suffix == ".engine" else target / f"model.{precision}.engine"
+            _check_engine_image_score(engine)
             return TensorRTRuntime(engine, postprocess="cuda")
         raise ValueError(f"--postprocess cuda is for the torch (bundle) and tensorrt backends, not {backend}")
     from edge_ad.detector import Detector
 
     return Detector.load(target, backend=backend, device=device, precision=precision).runtime
+
+
+def _reference_class(model: Any) -> Any:
+    """The in-run baseline the model's family declares (``reference_baseline = "module:class"``), or None."""
+    spec = getattr(type(model), "reference_baseline", None)
+    if spec is None:
+        return None
+    module, _, name = str(spec).partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _check_engine_image_score(engine: Path) -> None:
+    """Refuse the CUDA kernel for an engine whose sidecar says its graph's image score is not the max (torch-free;
+    a missing or unreadable sidecar is left to the runtime, which reports it)."""
+    from edge_ad.export.tensorrt_builder import sidecar_path
+
+    sidecar = sidecar_path(engine)
+    try:
+        metadata = json.loads(sidecar.read_text()).get("metadata", {})
+    except (OSError, ValueError, AttributeError):
+        return
+    check_cuda_postprocess(image_score_of(metadata, str(engine)), str(engine))
 
 
 def run_bench(
@@ -251,28 +277,38 @@ def run_bench(
     scratch = tempfile.TemporaryDirectory(prefix="edge-ad-bench-")
     files = _sample_files(Path(data) if data else None, preprocessing.image_size, max(batches), Path(scratch.name))
     images = [read_image(p) for p in files]
-    memory = DeviceMemory(device)
+    memory = DeviceMemory(device, probe=lambda: device_memory_used())  # looked up here: tests replace it
     rows: list[BenchRow] = []
     reference_fps: dict[int, float] = {}
+    reference_note = "not run" if info is not None else "not run (no bundle)"
     if reference and info is not None:
         if importlib.util.find_spec("torch") is None:
             rows.append(_error_row("reference (authors' path)", "fp32", device, batches[0], ImportError("no torch")))
         else:
-            from edge_ad.benchmarks.reference_baseline import ReferenceBaseline
             from edge_ad.models.registry import load_model
 
-            sync = _cuda_sync(device, "torch")
-            baseline_used = memory.used()
-            baseline = ReferenceBaseline(load_model(target)[0], device=device)
-            for b in batches:
-                x = preprocessing.batch(images[:b])  # _sample_files gave max(batches) images
-                memory.start_row(baseline_used, torch_row=True)
-                stats = LatencyStats.from_times(time_calls(lambda x=x: baseline.predict(x), warmup, iters, sync), b)
-                reference_fps[b] = stats.images_per_s
-                row = _row("reference (authors' path)", "fp32", device, b, stats, reference_fps[b])
-                row.peak_device_mib, row.torch_allocator_peak_mib = memory.stop_row()
-                rows.append(row)
-            del baseline
+            model = load_model(target)[0]
+            baseline_cls = _reference_class(model)
+            reference_note = (
+                f"none: the {info.family} family declares no authors' inference path"
+                if baseline_cls is None
+                else f"{baseline_cls.__module__}.{baseline_cls.__name__}"
+            )
+            if baseline_cls is not None:
+                sync = _cuda_sync(device, "torch")
+                baseline_used = memory.used()
+                baseline = baseline_cls(model, device=device)
+                for b in batches:
+                    x = preprocessing.batch(images[:b])  # _sample_files gave max(batches) images
+                    memory.start_row(baseline_used, torch_row=True)
+                    times = time_calls(lambda x=x: baseline.predict(x), warmup, iters, sync)
+                    stats = LatencyStats.from_times(times, b)
+                    reference_fps[b] = stats.images_per_s
+                    row = _row("reference (authors' path)", "fp32", device, b, stats, reference_fps[b])
+                    row.peak_device_mib, row.torch_allocator_peak_mib = memory.stop_row()
+                    rows.append(row)
+                del baseline
+            del model
             memory.release()
     plan = _RowPlan(target, info, device, batches, data, images, files, preprocessing, warmup, iters, reference_fps)
     for backend in backends:
@@ -295,6 +331,7 @@ def run_bench(
             "device": device,
             "postprocess": list(postprocesses),
         },
+        "reference": reference_note,
         "rows": [asdict(r) for r in rows],
     }
     report["flops"] = _flops(target, info)
@@ -437,106 +474,6 @@ def _cuda_sync(device: str, backend: str) -> Callable[[], None] | None:
     import torch
 
     return torch.cuda.synchronize
-
-
-def device_memory_used() -> int | None:
-    """Bytes in use on the current CUDA device (``total - free`` from ``cudaMemGetInfo``), or None.
-
-    Through cuda-python (``cuda.bindings.runtime``, or ``cuda.cudart`` before 12.6), else torch's
-    ``mem_get_info`` when torch is already loaded. Device-wide: other processes' memory counts too, which is
-    why rows report a difference to the value before their runtime was created.
-    """
-    cudart = _cudart()
-    if cudart is not None:
-        try:
-            err, free, total = cudart.cudaMemGetInfo()
-        except Exception:  # noqa: BLE001 - no driver: no figure
-            return None
-        return int(total - free) if int(err) == 0 else None
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        free, total = torch.cuda.mem_get_info()
-        return int(total - free)
-    return None
-
-
-def _cudart() -> Any:
-    for name in ("cuda.bindings.runtime", "cuda.cudart"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    return None
-
-
-class DeviceMemory:
-    """Peak device memory of each row, for any backend; reset between rows.
-
-    ``start_row(baseline)`` begins sampling the device's used memory on a background thread (and, for torch
-    rows, resets torch's allocator peak); ``stop_row()`` returns ``(peak MiB above baseline, torch allocator
-    peak MiB)``, each None where it cannot be measured. ``release()`` frees what a finished runtime left in
-    torch's cache so that the next runtime starts from a clean device.
-    """
-
-    def __init__(self, device: str, interval_s: float = 0.002, probe: Callable[[], int | None] | None = None):
-        self.enabled = device.startswith("cuda")
-        self.interval_s = interval_s
-        self.probe = probe or device_memory_used
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._peak: int | None = None
-        self._baseline: int | None = None
-        self._torch_row = False
-
-    def used(self) -> int | None:
-        return self.probe() if self.enabled else None
-
-    def _sample(self) -> None:
-        value = self.probe()
-        if value is not None:
-            self._peak = value if self._peak is None else max(self._peak, value)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._sample()
-
-    def start_row(self, baseline: int | None, torch_row: bool = False) -> None:
-        if not self.enabled:
-            return
-        self._baseline, self._peak, self._torch_row = baseline, None, torch_row
-        if torch_row:
-            import torch
-
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        self._sample()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="edge-ad-bench-memory", daemon=True)
-        self._thread.start()
-
-    def stop_row(self) -> tuple[float | None, float | None]:
-        if not self.enabled:
-            return None, None
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        self._sample()
-        peak = None
-        if self._peak is not None and self._baseline is not None:
-            peak = max(self._peak - self._baseline, 0) / 2**20
-        allocator = None
-        if self._torch_row:
-            import torch
-
-            allocator = torch.cuda.max_memory_allocated() / 2**20
-        return (peak if peak is not None else allocator), allocator
-
-    def release(self) -> None:
-        gc.collect()
-        torch = sys.modules.get("torch")
-        if self.enabled and torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()
 
 
 def _flops(target: Path, info: Any) -> dict[str, float] | None:

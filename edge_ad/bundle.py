@@ -192,18 +192,38 @@ def bundle_beside(artifact: str | Path) -> Path | None:
     return folder if isinstance(raw, dict) and raw.get("format") == FORMAT_NAME else None
 
 
-def check_artifact_current(bundle_dir: str | Path, recorded_sha256: str | None, artifact_path: str | Path) -> None:
-    """Refuse an export (ONNX, INT8 ONNX, engine) made from other weights than the bundle holds now.
+def require_current(artifact: str | Path) -> Path:
+    """``artifact`` when it sits outside a bundle or is current there (weights, threshold); a stale one is refused
+    with its re-export hint. For exporters that copy an existing artifact (Triton repository, DeepStream config)."""
+    artifact = Path(artifact)
+    bundle = bundle_beside(artifact)
+    if bundle is not None:
+        check_artifact_current(bundle, artifact_weights_sha256(artifact), artifact)
+    return artifact
+
+
+def check_artifact_current(
+    bundle_dir: str | Path,
+    recorded_sha256: str | None,
+    artifact_path: str | Path,
+    *,
+    metadata: dict[str, str] | None = None,
+    redo: str | None = None,
+) -> None:
+    """Refuse an export (ONNX, INT8 ONNX, engine, Triton model) made from other weights than the bundle holds now.
 
     Why: retraining into a folder keeps earlier exports, and running one would silently use old weights and an old
     threshold. ``recorded_sha256`` is the ``bundle_weights_sha256`` the export recorded (an engine's sidecar
-    carries its ONNX's metadata).
+    carries its ONNX's metadata). ``metadata``: the export's edge-ad metadata when it is not a file to read (a
+    Triton model's config parameters); ``redo``: the hint that fixes it, when not a plain re-export.
     """
     bundle_dir, artifact = Path(bundle_dir), Path(artifact_path)
-    current = read_bundle(bundle_dir, verify_weights=False).raw["files"][WEIGHTS_NAME]
+    info = read_bundle(bundle_dir, verify_weights=False)
+    current = info.raw["files"][WEIGHTS_NAME]
     if recorded_sha256 == current:
+        _check_threshold_current(info, artifact, metadata, redo)
         return
-    redo = _reexport_hint(bundle_dir, artifact)
+    redo = redo or _reexport_hint(bundle_dir, artifact)
     if not recorded_sha256:
         raise BundleError(f"{artifact} records no bundle weights hash to check against {bundle_dir}; {redo}")
     raise BundleError(
@@ -220,6 +240,64 @@ def _reexport_hint(bundle_dir: Path, artifact: Path) -> str:
         onnx = bundle_dir / f"model.{precision}.onnx"
         return f"re-export it with `{export}`, then rebuild the engine with `edge-ad export {onnx} --format engine`"
     return f"re-export it with `{export}`"
+
+
+def _check_threshold_current(
+    info: BundleInfo, artifact: Path, metadata: dict[str, str] | None = None, redo: str | None = None
+) -> None:
+    """Refuse an export that carries the threshold the bundle had before ``edge-ad threshold`` replaced it.
+
+    Why: the weights did not change, so the hash check passes, but the export would decide with the old threshold.
+    Only bundles with a ``threshold_history`` are checked (reading an export's metadata costs a file read).
+    """
+    history = info.raw.get("threshold_history")
+    if not isinstance(history, list) or not history:
+        return
+    recorded = metadata_bundle_threshold(metadata) if metadata is not None else artifact_bundle_threshold(artifact)
+    if recorded is not None and math.isclose(recorded, info.threshold, rel_tol=1e-9):
+        return
+    when = history[-1].get("replaced", "?") if isinstance(history[-1], dict) else "?"
+    was = "records no bundle threshold" if recorded is None else f"was exported with the threshold {recorded:.6g}"
+    raise BundleError(
+        f"{artifact} {was}, but `edge-ad threshold` set {info.path}'s threshold to {info.threshold:.6g} ({when}); "
+        f"{redo or _reexport_hint(info.path, artifact)}"
+    )
+
+
+def artifact_bundle_threshold(artifact: str | Path) -> float | None:
+    """The bundle threshold an export was made with: ``score_stats.fp32_threshold`` when the export derived its own
+    (fp16, INT8), else its ``threshold``; None when it records neither."""
+    return metadata_bundle_threshold(artifact_metadata(artifact))
+
+
+def metadata_bundle_threshold(meta: dict[str, str]) -> float | None:
+    """:func:`artifact_bundle_threshold` of metadata already read (an ONNX's props, a Triton model's parameters)."""
+    try:
+        stats = json.loads(meta.get("score_stats") or "{}")
+        value = stats.get("fp32_threshold") if isinstance(stats, dict) else None
+        value = meta.get("threshold") if value is None else value
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def artifact_metadata(artifact: str | Path) -> dict[str, str]:
+    """The edge-ad metadata of an ONNX model (``metadata_props``) or a TensorRT engine (its sidecar's copy)."""
+    artifact = Path(artifact)
+    if artifact.suffix == ".engine":
+        from edge_ad.export.tensorrt_builder import read_sidecar  # torch-free; lazy: it imports this module
+
+        return dict(read_sidecar(artifact).get("metadata") or {})
+    try:
+        import onnx
+
+        proto = onnx.load(str(artifact), load_external_data=False)
+        return {p.key: p.value for p in proto.metadata_props}
+    except ImportError:  # the base install has onnxruntime but not onnx
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
+        return dict(session.get_modelmeta().custom_metadata_map)
 
 
 def artifact_weights_sha256(artifact: str | Path) -> str | None:

@@ -54,6 +54,10 @@ def export_engine(
     from edge_ad.export import tensorrt_builder as tb
 
     info = tb.edge_ad_onnx(onnx_path)  # a text/truncated/foreign ONNX is one line here, not a traceback
+    if head == "cuda":  # the kernel computes the max: refused for a family that declares another image score
+        from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of
+
+        check_cuda_postprocess(image_score_of(info.metadata, str(onnx_path)), str(onnx_path))
     dynamic = info.static_batch is None
     options = tb.BuildOptions(
         precision=precision,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_ad.bundle import require_current
 from edge_ad.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = ["NETWORK_MODES", "NVINFER_PROPERTY_KEYS", "DeepStreamExport", "normalising_onnx", "write_deepstream"]
@@ -148,11 +149,12 @@ def write_deepstream(
         raise FileNotFoundError(f"model not found: {model}")
     with tempfile.TemporaryDirectory(prefix="edge-ad-deepstream-") as tmp:
         if model.suffix == ".onnx":
-            source = model
+            source = require_current(model)  # a stale export in a bundle is refused with its re-export hint
         elif precision == "int8":
             source = model / "model.int8.onnx"
             if not source.is_file():
                 raise ValueError(f"{model} has no model.int8.onnx: run `edge-ad export {model} --precision int8` first")
+            require_current(source)
         else:
             from edge_ad.export.onnx_export import export_onnx
 

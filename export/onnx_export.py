@@ -1,6 +1,7 @@
-"""Bundle -> ONNX: the fused SimpleNet graph, fp32 or fp16, with the metadata a runtime needs.
+"""Bundle -> ONNX: a family's fused inference graph, fp32 or fp16, with the metadata a runtime needs.
 
-What is exported is :meth:`SimpleNet.inference_graph` -- the very module evaluation and the torch runtime run:
+What is exported is the model's ``inference_graph()`` (SimpleNet's, NSA's) -- the very module evaluation and the
+torch runtime run, carrying what the graph declares for the torch-free stages (:func:`graph_metadata`):
 ``images[N,3,H,W] float32 (normalised) -> image_score[N], anomaly_map[N,H,W], patch_scores[N,1,h,w]``
 (all float32). The legacy TorchScript exporter (``torch.onnx.export(..., dynamo=False)``) is used; it folds
 the backbone's eval-mode BatchNorm into its convolutions. If it is unavailable or fails, the torch.export
@@ -23,9 +24,10 @@ it); :func:`export_onnx` returns only the path.
 
 Threshold: fp32 keeps the bundle's (onnxruntime matches torch to ~1e-5). fp16 moves the scores (~1e-3 of the map
 range), so its metadata carries its own ``threshold`` and ``score_stats``: the bundle's rule applied to the fp16
-graph's scores on the bundle's held-out good images (:mod:`edge_ad.calibration.selection`, as INT8 does), and the
-fp32 threshold in ``score_stats["fp32_threshold"]``. Without those images (an imported bundle, data moved) fp16
-keeps the bundle's threshold and :attr:`ExportResult.threshold` says so.
+graph's scores on the images that made the bundle's current threshold (:mod:`edge_ad.threshold_basis`: the held-out
+good images, or those of the latest ``edge-ad threshold`` with its rule), as INT8 does, and the fp32 threshold in
+``score_stats["fp32_threshold"]``. Without training images (an imported bundle, data moved) fp16 keeps the bundle's
+threshold and :attr:`ExportResult.threshold` says so; images of ``edge-ad threshold`` that are gone are refused.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -49,11 +51,15 @@ from edge_ad import BUNDLE_FORMAT_VERSION, __version__
 from edge_ad.bundle import WEIGHTS_NAME, BundleError, BundleInfo, file_sha256
 from edge_ad.io import atomic_path
 from edge_ad.models.registry import load_model
+from edge_ad.postprocess.image_score import IMAGE_SCORE_KEY, IMAGE_SCORES
 from edge_ad.runtimes.onnx_runtime import INPUT_NAME, REQUIRED_METADATA
 from edge_ad.runtimes.onnx_runtime import OUTPUT_NAMES as RUNTIME_OUTPUTS
 
 from .onnx_graph import FLOP_STAGES, descendants, graph_flops
 from .op_check import assert_tensorrt_compatible
+
+if TYPE_CHECKING:
+    from edge_ad.calibration.selection import ThresholdSets
 
 __all__ = [
     "INPUT_NAME",
@@ -61,12 +67,15 @@ __all__ = [
     "OUTPUT_NAMES",
     "PRECISIONS",
     "FLOP_STAGES",
+    "GRAPH_METADATA_KEYS",
+    "IMAGE_SCORES",
     "ExportError",
     "ExportResult",
     "convert_network_to_fp16",
     "export_onnx",
     "export_onnx_checked",
     "graph_flops",
+    "graph_metadata",
     "onnx_metadata",
 ]
 
@@ -75,6 +84,8 @@ OUTPUT_NAMES = (*RUNTIME_OUTPUTS, "patch_scores")
 # metadata_props every edge-ad ONNX model carries (all values are strings; JSON where structured): what the
 # torch-free runtime needs to run it, plus provenance.
 METADATA_KEYS = ("edge_ad_version", *REQUIRED_METADATA, "bundle_weights_sha256", "model_config")
+# What the family's graph declares for the torch-free stages (see graph_metadata).
+GRAPH_METADATA_KEYS = (IMAGE_SCORE_KEY, "int8_layout")
 MIN_OPSET, MAX_OPSET = 13, 20  # TensorRT 10.0's ONNX parser reads opsets 9..20
 FP16_MAX = 65504.0
 # Parity of the exported graph against the fp32 torch graph on the export's check batch, as a fraction of the
@@ -110,6 +121,20 @@ def onnx_metadata(info: BundleInfo, precision: str) -> dict[str, str]:
         "bundle_weights_sha256": str(sha),
         "model_config": json.dumps(info.model),
     }
+
+
+def graph_metadata(graph: nn.Module) -> dict[str, str]:
+    """The ``metadata_props`` a family's inference graph declares (:data:`GRAPH_METADATA_KEYS`): how its image score
+    is made from the map (``max`` or ``mean``: the CUDA post-processing kernel computes the max) and its INT8
+    layout (parts and recipes, JSON; read by :mod:`edge_ad.calibration.graph_parts`). A graph that declares
+    neither is refused, so no export leaves calibration or the runtimes guessing."""
+    image_score = getattr(graph, "image_score", None)
+    layout = getattr(graph, "int8_layout", None)
+    if image_score not in IMAGE_SCORES or not isinstance(layout, dict):
+        raise ExportError(
+            f"{type(graph).__name__} must declare image_score (one of {IMAGE_SCORES}) and int8_layout to be exported"
+        )
+    return {IMAGE_SCORE_KEY: str(image_score), "int8_layout": json.dumps(layout)}
 
 
 # Inputs that must stay float32 whatever the data type (ONNX spec: Resize's roi and scales, Upsample's scales).
@@ -317,27 +342,42 @@ class ExportResult:
         return lines
 
 
-def _own_threshold(proto: onnx.ModelProto, info: BundleInfo, precision: str) -> tuple[dict[str, Any] | None, str]:
-    """The bundle's threshold rule applied to this graph's own scores on the bundle's held-out good images, or
-    ``(None, why not)`` when the bundle records none (imported) or they cannot be read."""
-    from edge_ad.calibration.selection import bundle_holdout, good_set, run_model, threshold_sigmas
-    from edge_ad.runtimes.onnx_runtime import OnnxRuntime
+def _threshold_sets(info: BundleInfo) -> tuple[ThresholdSets | None, str]:
+    """The images and rule behind the bundle's current threshold (:func:`edge_ad.threshold_basis.threshold_basis`:
+    the held-out good images, or those of the latest ``edge-ad threshold``), read before tracing; or ``(None, why
+    not)`` when the bundle records none (imported) or its training images cannot be read. Images of ``edge-ad
+    threshold`` that are gone raise :class:`BundleError` (one line): the old basis would undo the re-threshold."""
+    from edge_ad.calibration.selection import bundle_threshold_sets
+    from edge_ad.threshold_basis import ThresholdImagesGone
 
     try:
-        held = bundle_holdout(info)
-        if held is None:
-            return None, "the bundle records no held-out good images to re-derive it from"
-        kind, folder, paths = held
-        images = good_set(paths, info.preprocessing, kind, folder)
+        sets = bundle_threshold_sets(info, info.preprocessing)
+    except ThresholdImagesGone as exc:
+        raise BundleError(f"cannot derive an export's own threshold: {exc}") from None
     except ValueError as exc:
         return None, f"its held-out good images cannot be read ({exc})"
+    if sets is None:
+        return None, "the bundle records no held-out good images to re-derive it from"
+    return sets, ""
+
+
+def _own_threshold(
+    proto: onnx.ModelProto, info: BundleInfo, precision: str, sets: ThresholdSets
+) -> dict[str, Any]:
+    """The bundle's threshold rule applied to this graph's own scores on ``sets`` (:func:`_threshold_sets`)."""
+    from edge_ad.calibration.selection import basis_statistics, run_model
+    from edge_ad.runtimes.onnx_runtime import OnnxRuntime
+
     with tempfile.TemporaryDirectory(prefix="edge-ad-export-") as tmp:
         path = Path(tmp) / f"model.{precision}.onnx"
         path.write_bytes(proto.SerializeToString())
-        (out,) = run_model(OnnxRuntime(path), [images], f"threshold {precision}", threshold_sigmas(info))
-    assert out.stats is not None
-    source = f"{kind}: {len(images.paths)} in {folder}, scored by this {precision} ONNX model"
-    return {**out.stats, "threshold_source": source, "fp32_threshold": float(info.threshold)}, source
+        outs = run_model(OnnxRuntime(path), sets.sets, f"threshold {precision}", sets.basis.sigmas or 0.0)
+    try:
+        stats = basis_statistics(sets, outs[0], outs[1] if len(outs) > 1 else None)
+    except ValueError as exc:  # a user's choice (the rule) to revisit: one line, not a traceback
+        raise BundleError(f"{precision} export: {exc}") from None
+    source = f"{sets.basis.summary()}, scored by this {precision} ONNX model"
+    return {**stats, "threshold_source": source, "fp32_threshold": float(info.threshold)}
 
 
 def export_onnx(
@@ -387,6 +427,7 @@ def export_onnx_checked(
         raise ValueError(f"opset must be in [{MIN_OPSET}, {MAX_OPSET}] (TensorRT 10's ONNX parser), got {opset}")
 
     model, info = load_model(bundle_dir)
+    sets, why = _threshold_sets(info) if precision == "fp16" else (None, "")
     out = Path(out_path) if out_path is not None else info.path / f"model.{precision}.onnx"
     size = int(model.image_size)
     graph = model.eval().inference_graph()
@@ -402,7 +443,7 @@ def export_onnx_checked(
     if precision == "fp16":
         proto = convert_network_to_fp16(proto)
 
-    metadata = onnx_metadata(info, precision)
+    metadata = {**onnx_metadata(info, precision), **graph_metadata(graph)}
     onnx.helper.set_model_props(proto, metadata)
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -415,10 +456,10 @@ def export_onnx_checked(
 
     threshold = {"value": float(info.threshold), "bundle": float(info.threshold), "source": "the bundle's"}
     if precision == "fp16":
-        stats, why = _own_threshold(proto, info, precision)
-        if stats is None:
+        if sets is None:
             threshold["source"] = f"the bundle's (fp32): {why}"
         else:
+            stats = _own_threshold(proto, info, precision, sets)
             value = float(stats["image"]["threshold"])
             if not math.isfinite(value):
                 raise ExportError(f"the fp16 graph's threshold from its good-image scores is {value}")

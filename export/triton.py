@@ -22,6 +22,11 @@ loses at most that much latency, while requests from many cameras arriving withi
 The bundle's threshold, preprocessing, score statistics and hashes go into the config's ``parameters`` (string
 values, the ONNX metadata keys plus ``onnx_sha256``), so a client (:mod:`edge_ad.runtimes.triton_runtime`) preprocesses
 and decides exactly as edge-ad does in-process, reading them from the server's model config.
+
+Stale thresholds: an existing ONNX (``model.int8.onnx``, a given ``.onnx``) or engine that sits in a bundle is reused
+only when :func:`edge_ad.bundle.check_artifact_current` accepts it (same weights and, after ``edge-ad threshold``, the
+bundle's current threshold); and ``bundle_dir`` (the bundle's absolute path) goes into the parameters, so a client
+on a machine that holds the bundle refuses a repository written before the bundle's threshold or weights changed.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_ad.bundle import bundle_beside, require_current
 from edge_ad.io import atomic_write_bytes, atomic_write_text
 
 __all__ = [
@@ -174,14 +180,14 @@ def _sha256(path: Path) -> str:
 
 
 def _source_onnx(model: Path, precision: str, scratch: Path) -> Path:
-    """A batch-dynamic ONNX for ``model``: exported from a bundle (fp32/fp16), or an existing .onnx file as is."""
+    """A batch-dynamic ONNX for ``model``: exported from a bundle (fp32/fp16), or an existing current .onnx file."""
     if model.suffix == ".onnx":
-        return model
+        return require_current(model)
     if precision == "int8":
         candidate = model / "model.int8.onnx"
         if not candidate.is_file():
             raise ValueError(f"{model} has no model.int8.onnx: run `edge-ad export {model} --precision int8` first")
-        return candidate  # onnx_interface refuses it if its batch is static
+        return require_current(candidate)  # onnx_interface refuses it if its batch is static
     from edge_ad.export.onnx_export import export_onnx
 
     return export_onnx(model, scratch / f"model.{precision}.onnx", precision=precision, dynamic_batch=True)
@@ -280,12 +286,16 @@ def write_triton_repository(
                 out["dims"] = [size, size]
         parameters = dict(metadata)
         parameters["onnx_sha256"] = _sha256(onnx_path)
+        home = model if model.is_dir() else bundle_beside(model)
+        if home is not None:  # where a client finds the bundle to check the repository against
+            parameters["bundle_dir"] = str(home.resolve())
         version_dir.mkdir(parents=True, exist_ok=True)
         if engine is not None:
             kind, model_file = "tensorrt_plan", version_dir / "model.plan"
             engine = Path(engine)
             if not engine.is_file():
                 raise FileNotFoundError(f"engine not found: {engine}")
+            require_current(engine)
             parameters["engine_sha256"] = _sha256(engine)
             atomic_write_bytes(model_file, engine.read_bytes())
         else:

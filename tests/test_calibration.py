@@ -265,8 +265,12 @@ def test_calibrate_stays_within_the_accuracy_bound_and_reports(bundle: Path, fp3
 
 
 # ----------------------------------------------------------------------------- the default: no labels
-def _bundle_without_labels(bundle: Path, tiny_demo: Path, tmp: Path) -> Path:
-    """A copy of the bundle whose data folder holds train/good only: no test/ split, no masks, no labels at all."""
+def _bundle_without_labels(bundle: Path, tiny_demo: Path, tmp: Path, synthetic: dict | None = None) -> Path:
+    """A copy of the bundle whose data folder holds train/good only: no test/ split, no masks, no labels at all.
+
+    ``synthetic``: the synthetic validation description to record (``training.synthetic_validation``); by default
+    none is recorded (a bundle from before edge-ad recorded one), whatever the trainer wrote.
+    """
     data = tmp / "washer_no_labels"
     shutil.copytree(tiny_demo / "train", data / "train")
     copy = tmp / "bundle"
@@ -276,6 +280,9 @@ def _bundle_without_labels(bundle: Path, tiny_demo: Path, tmp: Path) -> Path:
             shutil.copy2(item, copy / item.name)
     config = json.loads((bundle / "config.json").read_text())
     config["training"]["data"] = str(data)
+    config["training"].pop("synthetic_validation", None)
+    if synthetic is not None:
+        config["training"]["synthetic_validation"] = {**synthetic, "good_dir": str(data / "train" / "good")}
     (copy / "config.json").write_text(json.dumps(config))
     return copy
 
@@ -331,6 +338,10 @@ def test_default_choice_reads_no_label_and_says_so(unlabelled_run) -> None:
     assert set(report["summary"]) == {"threshold"}  # no AUROC without labels
     markdown = (copy / REPORT_MD).read_text()
     assert f"held-out good images, {len(holdout)}, no labels" in markdown
+    # no synthetic validation set in this bundle: today's label-free rule, and a line saying so
+    assert report["selection_note"].startswith("the bundle records no synthetic validation set")
+    assert f"- no synthetic validation set: {report['selection_note']}; chosen without labels" in markdown
+    assert report["synthetic"] is None and "synthetic" not in report["candidates"][0]
     recipe = json.loads(_meta(onnx.load(str(copy / "model.int8.onnx")))["int8_recipe"])
     assert recipe["selection"]["labels_used"] is False
     assert recipe["selection"]["data"].startswith("held-out good images")
@@ -373,6 +384,66 @@ def test_each_candidate_is_quantized_and_evaluated_once(unlabelled_run) -> None:
         f"evaluate int8 {m}/{r} ({i}/4)"
         for i, (m, r) in enumerate(((m, r) for m in ("entropy", "percentile") for r in ("all", "keep_head_fp")), 1)
     ]
+
+
+def test_int8_recipe_is_chosen_on_the_synthetic_validation_set(
+    bundle: Path, fp32_path: Path, tiny_demo: Path, tmp_path: Path
+) -> None:
+    """A bundle that describes a synthetic validation set has its recipe chosen there; the report names the split."""
+    from edge_ad.metrics import auroc
+    from edge_ad.synthesis.params import params_for
+    from edge_ad.synthesis.validation import build_validation_set, rebuild_validation_set
+    from edge_ad.thresholds import image_score_threshold
+
+    info = read_bundle(bundle, verify_weights=False)
+    holdout = info.training["holdout_images"]
+    folder = tiny_demo / "train" / "good"
+    crops = [info.preprocessing.geometry(read_image(folder / n)) for n in holdout]
+    described = build_validation_set(crops, holdout, params_for("washer"), seed=7920, per_image=2).describe()
+    copy = _bundle_without_labels(bundle, tiny_demo, tmp_path, {**described, "status": "ok"})
+    report = calibrate(copy, method="percentile", recipes=("keep_head_fp",))  # the rule itself: the test below
+    n = len(holdout)
+    summary = f"synthetic validation: {n} held-out good images and {2 * n} NSA anomalies, seed 7920"
+    assert report["selection"]["summary"] == summary and report["labels_used"] is False
+    assert report["selection"]["good"]["names"] == sorted(holdout) and not report["selection_note"]
+    markdown = (copy / REPORT_MD).read_text()
+    assert summary in markdown and "Synthetic validation, FP32 vs INT8" in markdown
+    assert report["rule"].startswith(summary) and all("synthetic_loss" in c for c in report["candidates"])
+    int8_path = copy / "model.int8.onnx"
+    meta = _meta(onnx.load(str(int8_path)))
+    assert json.loads(meta["int8_recipe"])["selection"]["data"] == summary
+
+    # independently: the set rebuilt from the description, the shipped INT8 model run on it
+    description = read_bundle(copy).training["synthetic_validation"]
+    vset = rebuild_validation_set(description, folder, info.preprocessing.geometry)
+    runtime = OnnxRuntime(int8_path)
+    scores, _ = runtime.predict(np.stack([info.preprocessing.normalize(im) for im in vset.images]))
+    assert report["synthetic"]["int8"]["image_auroc"] == pytest.approx(auroc(vset.labels, scores), abs=1e-9)
+    # its threshold still comes from its own scores on the held-out good images (the good part of the set)
+    expected = image_score_threshold(scores[: len(holdout)], info.training["threshold_sigmas"])["threshold"]
+    assert float(meta["threshold"]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_synthetic_rule_gates_on_auroc_loss_then_speed_then_closeness() -> None:
+    from edge_ad.calibration.choice import choose_on_synthetic
+
+    def candidate(name: str, loss: float, macs: float, change: float) -> dict:
+        return {
+            "recipe": name,
+            "synthetic_loss": {"image_auroc": loss, "pixel_auroc": loss / 2},
+            "within_tolerance": loss <= 0.01,
+            "int8_mac_fraction": macs,
+            "good_deviation": {"image_score_mean_per_map_range": change, "map_mean_rel": change},
+        }
+
+    fastest_but_lossy = candidate("a", 0.05, 0.99, 0.001)
+    fast_far = candidate("b", 0.0, 0.95, 0.03)
+    fast_close = candidate("c", 0.01, 0.955, 0.01)  # as fast as b (within SAME_SPEED), closer to fp32
+    slow_closest = candidate("d", -0.02, 0.50, 0.0)  # a higher AUROC than fp32 does not win on its own
+    assert choose_on_synthetic([fastest_but_lossy, fast_far, fast_close, slow_closest])["recipe"] == "c"
+    # nothing within the tolerance: the smallest worst loss, then the closest
+    worse, better = candidate("e", 0.08, 0.9, 0.0), candidate("f", 0.03, 0.5, 0.2)
+    assert choose_on_synthetic([worse, better])["recipe"] == "f"
 
 
 def test_export_command_says_what_the_choice_was_made_on(bundle: Path, fp32_path: Path, tiny_demo: Path, tmp_path):

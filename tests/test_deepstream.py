@@ -76,3 +76,26 @@ def test_cli_export_deepstream(private_bundle: Path, tmp_path: Path):
     result = CliRunner().invoke(app, ["export", str(private_bundle), "--format", "deepstream", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "config_infer_edge_ad.txt").is_file() and (tmp_path / "model.ds.fp32.onnx").is_file()
+
+
+def test_a_stale_onnx_is_refused_after_rethreshold(tiny_bundle: Path, tiny_demo: Path, tmp_path: Path):
+    """A DeepStream config made from an ONNX written before `edge-ad threshold` would carry the old threshold."""
+    import shutil
+
+    from edge_ad.bundle import BundleError
+    from edge_ad.export.deepstream import write_deepstream
+    from edge_ad.export.onnx_export import export_onnx
+    from edge_ad.rethreshold import rethreshold
+
+    bundle = tmp_path / "washer"
+    bundle.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy2(tiny_bundle / name, bundle / name)
+    onnx_path = export_onnx(bundle, dynamic_batch=True, verify=False)
+    first = write_deepstream(onnx_path, tmp_path / "ds1")  # current: accepted
+    assert json.loads((tmp_path / "ds1" / "edge_ad.json").read_text())["threshold"] > 0 and first is not None
+
+    rethreshold(bundle, tiny_demo / "train" / "good", sigmas=1.0)
+    with pytest.raises(BundleError, match="edge-ad threshold"):
+        write_deepstream(onnx_path, tmp_path / "ds2")
+    assert not (tmp_path / "ds2").exists()

@@ -240,3 +240,53 @@ def test_real_server_through_detector(triton_server, dynamic_onnx: Path, tiny_de
     bench_rt = make_runtime(Path(triton_server.grpc_url + "/washer"), "triton", "fp32", "cpu")  # `edge-ad bench`'s path
     assert bench_rt.name == "triton" and bench_rt.protocol == "grpc"
     np.testing.assert_allclose([p.image_score for p in got], [p.image_score for p in want], atol=1e-5, rtol=0)
+
+
+def test_stale_repository_is_refused_after_rethreshold(tiny_bundle: Path, tiny_demo: Path, tmp_path: Path, monkeypatch):
+    """After `edge-ad threshold`, a repository written before is refused by a client that holds the bundle, and an
+    export that would copy a stale ONNX into a new repository refuses too; rewriting it makes it current."""
+    import shutil
+
+    from google.protobuf import json_format
+
+    from edge_ad.bundle import BundleError
+    from edge_ad.detector import Detector
+    from edge_ad.export.onnx_export import export_onnx
+    from edge_ad.export.triton import write_triton_repository
+    from edge_ad.rethreshold import rethreshold
+    from edge_ad.runtimes.triton_runtime import TritonRuntime
+
+    bundle = tmp_path / "washer"
+    bundle.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy2(tiny_bundle / name, bundle / name)
+    onnx_path = export_onnx(bundle, dynamic_batch=True, verify=False)
+    repo = write_triton_repository(onnx_path, tmp_path / "repo", python_backend=True)
+
+    def served(self):  # what the server returns for the repository's config.pbtxt (no server needed)
+        config = _model_config(repo.config)
+        return json_format.MessageToDict(config, preserving_proto_field_name=True)
+
+    monkeypatch.setattr(TritonRuntime, "_config", served)
+    url = "http://127.0.0.1:1/washer"
+    runtime = TritonRuntime(url)
+    assert runtime.parameters["bundle_dir"] == str(bundle.resolve())
+    before = runtime.threshold
+
+    rethreshold(bundle, tiny_demo / "train" / "good", sigmas=1.0)
+    assert read_threshold(bundle) != pytest.approx(before, rel=1e-6)
+    for load in (lambda: TritonRuntime(url), lambda: Detector.load(url, backend="triton")):
+        with pytest.raises(BundleError, match=r"edge-ad threshold.*--format triton"):
+            load()
+    with pytest.raises(BundleError, match="edge-ad threshold"):
+        write_triton_repository(onnx_path, tmp_path / "repo2")
+    assert not (tmp_path / "repo2").exists()
+
+    repo = write_triton_repository(bundle, tmp_path / "repo", python_backend=True)
+    assert TritonRuntime(url).threshold == pytest.approx(read_threshold(bundle), rel=1e-9)
+
+
+def read_threshold(bundle: Path) -> float:
+    from edge_ad.bundle import read_bundle
+
+    return read_bundle(bundle).threshold

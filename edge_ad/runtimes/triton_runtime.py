@@ -3,6 +3,10 @@
 Preprocessing stays edge-ad's own, on the client: the server receives the normalised ``images`` batch and returns
 ``image_score`` and ``anomaly_map``. The threshold, preprocessing and score statistics come from the served model's
 config ``parameters`` (written by ``edge-ad export --format triton``), so a remote model decides like a local one.
+When those parameters name a bundle (``bundle_dir``) that this machine holds, the served model must be current
+there (:func:`edge_ad.bundle.check_artifact_current`: same weights, and the bundle's threshold after ``edge-ad
+threshold``); a stale repository is refused with the command that rewrites it. Without the bundle here (a remote
+client) there is nothing to compare with, and the served parameters are used as they are.
 
 Targets: ``http://HOST:PORT[/MODEL]`` or ``grpc://HOST:PORT[/MODEL]`` (a single slash after the scheme is accepted,
 since a command-line path argument collapses ``//``); without a model name the server's one edge-ad model is used.
@@ -15,12 +19,13 @@ from __future__ import annotations
 import json
 import re
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_ad import BUNDLE_FORMAT_VERSION
-from edge_ad.bundle import BundleError, finite_threshold
+from edge_ad.bundle import CONFIG_NAME, BundleError, check_artifact_current, finite_threshold
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.runtimes.base import check_batch
 
@@ -62,6 +67,20 @@ def _client_module(protocol: str) -> Any:
     except ImportError as exc:
         raise TritonError(f"--backend triton needs tritonclient: pip install 'edge-ad[triton]' ({exc})") from None
     return module
+
+
+def _check_current(params: dict[str, str], where: str) -> None:
+    """Refuse a served model whose bundle, held on this machine, has other weights or (after ``edge-ad threshold``)
+    another threshold than the model was exported with."""
+    bundle = params.get("bundle_dir")
+    if not bundle or not (Path(bundle) / CONFIG_NAME).is_file():
+        return
+    precision = params.get("precision", "fp32")
+    redo = (
+        f"rewrite the repository with `edge-ad export {bundle} --format triton --precision {precision} --out REPO` "
+        "and have Triton reload the model"
+    )
+    check_artifact_current(bundle, params.get("bundle_weights_sha256"), where, metadata=params, redo=redo)
 
 
 class TritonRuntime:
@@ -147,6 +166,7 @@ class TritonRuntime:
         except (TypeError, ValueError) as exc:
             raise BundleError(f"{where} has malformed edge-ad parameters: {exc}") from exc
         self.threshold = finite_threshold(params["threshold"], where, text=True)
+        _check_current(params, where)
         self.image_size = self.preprocessing.image_size
         self.precision = params.get("precision", "fp32")
         self.bundle_weights_sha256 = params.get("bundle_weights_sha256")
