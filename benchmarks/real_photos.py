@@ -1,0 +1,182 @@
+"""Both families on real photographs: SimpleNet (random backbone, the demo recipe) and NSA (its CPU demo preset).
+
+The data are :mod:`edge_ad.data.photos` (scikit-image's brick, grass and gravel photographs, NSA and drawn
+defects). Each model trains once on a category's training crops (the same in both splits) and is evaluated on the
+**tune** split (band 1 of the photograph: the only one any setting was chosen on) and on the **report** split
+(band 3: only reported). A variant is a named set of settings applied to every category alike. Results are merged
+into benchmarks/results/real_photos.json under ``runs[variant][family][category]``.
+
+    OMP_NUM_THREADS=1 python -m edge_ad.benchmarks.real_photos --work /tmp/photos --families nsa --variant demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("EDGE_AD_QUIET", "1")
+
+import torch  # noqa: E402
+
+from edge_ad.bench import machine_info  # noqa: E402
+from edge_ad.data.layout import test_samples  # noqa: E402
+from edge_ad.data.photos import CROP, DEFECTS, PHOTO_CATEGORIES, SPLITS, make_photo_dataset  # noqa: E402
+from edge_ad.data.preprocess import Preprocessing  # noqa: E402
+from edge_ad.detector import Detector  # noqa: E402
+from edge_ad.evaluate import metrics_by_defect, score_samples  # noqa: E402
+from edge_ad.io import atomic_write_json  # noqa: E402
+from edge_ad.metrics import auroc  # noqa: E402
+from edge_ad.models.registry import load_model  # noqa: E402
+from edge_ad.models.simplenet import SimpleNetConfig  # noqa: E402
+from edge_ad.quickstart import DEMO_EPOCHS  # noqa: E402
+from edge_ad.runtimes.base import Runtime  # noqa: E402
+from edge_ad.runtimes.torch_runtime import TorchRuntime  # noqa: E402
+from edge_ad.training.nsa_trainer import NSA_CPU_DEMO, NSA_CPU_DEMO_MODEL, train_nsa_bundle  # noqa: E402
+from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, train_bundle  # noqa: E402
+from edge_ad.training.trainer import TrainConfig  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "real_photos.json"
+
+#: Named settings, applied to every category. "demo" is each family's no-download recipe as shipped; the others
+#: change one thing each, chosen on the tune split only.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "demo": {},
+    # textures: the whole crop resized to the network's input instead of resize 256 + centre crop 224
+    "whole": {"preprocessing": {"resize": None, "image_size": 224}},
+    # NSA: twice the epochs of the CPU preset
+    "long": {"nsa_epochs": 120},
+    "whole_long": {"preprocessing": {"resize": None, "image_size": 224}, "nsa_epochs": 120},
+    # SimpleNet: |D - median D on good training patches| instead of -D (SimpleNetConfig.score_mode), for defects
+    # that land on the "very normal" side of D (smooth or dark patches on a busy texture). Training does not read
+    # the score mode, so the "demo" weights are re-scored rather than trained again (``--rescore demo``).
+    "two_sided": {"score_mode": "two_sided"},
+}
+
+
+def _preprocessing(variant: dict[str, Any]) -> Preprocessing:
+    return Preprocessing(**variant.get("preprocessing", {}))
+
+
+def train(family: str, data: Path, category: str, out: Path, variant: dict[str, Any], seed: int) -> Path:
+    """One bundle from the tune split's folder (its training crops are the report split's too)."""
+    pre = _preprocessing(variant)
+    if family == "simplenet":
+        cfg = random_backbone_recipe(SimpleNetConfig())
+        if "noise_std" in variant:
+            cfg.noise_std = variant["noise_std"]
+        cfg.score_mode = variant.get("score_mode", cfg.score_mode)
+        return train_bundle(
+            data / "tune", out, category=category, backbone=BackboneSpec(random=True), preprocessing=pre,
+            model_cfg=cfg, train_cfg=TrainConfig(epochs=variant.get("simplenet_epochs", DEMO_EPOCHS), seed=seed),
+        )
+    cfg = replace(NSA_CPU_DEMO, kind="texture", seed=seed, epochs=variant.get("nsa_epochs", NSA_CPU_DEMO.epochs))
+    return train_nsa_bundle(
+        data / "tune", out, category=category, preprocessing=pre, model_cfg=NSA_CPU_DEMO_MODEL, train_cfg=cfg
+    )
+
+
+def _runtime(bundle: Path, score_mode: str | None) -> tuple[Runtime, Preprocessing]:
+    """The bundle's torch runtime; with ``score_mode`` its SimpleNet re-scored (centre: median D on training)."""
+    if score_mode is None:
+        det = Detector.load(bundle, backend="torch")
+        return det.runtime, det.preprocessing
+    model, info = load_model(bundle)
+    model.config.score_mode = score_mode
+    model.config.score_center = float(info.score_stats["train_logits"]["median"])
+    return TorchRuntime(model), info.preprocessing
+
+
+def evaluate_split(bundle: Path, category_dir: Path, score_mode: str | None = None) -> dict[str, Any]:
+    """evaluate_model's metrics, plus the image AUROC of the map's maximum (a diagnostic, not the model's score)."""
+    runtime, preprocessing = _runtime(bundle, score_mode)
+    scored = score_samples(runtime, test_samples(category_dir), preprocessing)
+    m = metrics_by_defect(scored)
+    return {
+        "image_auroc": round(m["overall"]["image_auroc"], 4),
+        "pixel_auroc": round(m["overall"]["pixel_auroc"], 4),
+        "aupro": round(m["overall"].get("aupro", float("nan")), 4),
+        "image_auroc_of_map_max": round(auroc(scored.labels, scored.maps.max(axis=(1, 2))), 4),
+        "per_defect": {d: {k: round(v, 4) for k, v in m[d].items()} for d in m if d != "overall"},
+    }
+
+
+def run_one(
+    family: str, data: Path, work: Path, category: str, name: str, seed: int, reuse: dict[str, Any] | None = None,
+    rescore: str | None = None,
+) -> dict[str, Any]:
+    """Train (or, with ``reuse``, the earlier row of an existing bundle: evaluate only) and evaluate both splits.
+
+    ``rescore``: evaluate variant ``rescore``'s bundle with this variant's score mode instead of training.
+    """
+    variant = VARIANTS[name]
+    bundle = work / "models" / (rescore or name) / family / category
+    if rescore:
+        seconds = reuse["train_seconds"] if reuse else float("nan")
+    elif reuse and (bundle / "config.json").is_file():
+        seconds = reuse["train_seconds"]
+    else:
+        t0 = time.perf_counter()
+        train(family, data, category, bundle, variant, seed)
+        seconds = time.perf_counter() - t0
+    row: dict[str, Any] = {"train_seconds": round(seconds, 1), "seed": seed, "settings": variant}
+    if rescore:
+        row["rescored_from"] = rescore
+    for split in SPLITS:
+        row[split] = evaluate_split(bundle, data / split / category, variant.get("score_mode") if rescore else None)
+    return row
+
+
+def _load(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, required=True, help="Folder for the dataset and the bundles.")
+    ap.add_argument("--families", nargs="+", default=["simplenet", "nsa"], choices=["simplenet", "nsa"])
+    ap.add_argument("--categories", nargs="+", default=list(PHOTO_CATEGORIES), choices=list(PHOTO_CATEGORIES))
+    ap.add_argument("--variant", default="demo", choices=list(VARIANTS))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--machine", default="2-core Intel Xeon, shared with other jobs")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--reuse", action="store_true", help="Re-evaluate bundles already trained (and recorded).")
+    ap.add_argument("--rescore", choices=list(VARIANTS), help="Re-score this variant's SimpleNet bundles instead.")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    data = args.work / "data"
+    make_photo_dataset(data, args.categories, seed=0)
+    for family in args.families:
+        for category in args.categories:
+            source = args.rescore or args.variant
+            earlier = _load(args.out).get("runs", {}).get(source, {}).get(family, {}).get(category)
+            row = run_one(
+                family, data, args.work, category, args.variant, args.seed,
+                earlier if (args.reuse or args.rescore) else None, rescore=args.rescore,
+            )
+            print(f"{args.variant} {family} {category}: tune {row['tune']['image_auroc']:.3f} / "
+                  f"{row['tune']['pixel_auroc']:.3f}, report {row['report']['image_auroc']:.3f} / "
+                  f"{row['report']['pixel_auroc']:.3f} ({row['train_seconds']:.0f} s)", flush=True)
+            results = _load(args.out)  # re-read: another process may have added rows meanwhile
+            results.update(
+                machine=args.machine,
+                machine_info=machine_info(),
+                dataset={
+                    "builder": "edge_ad.data.photos.make_photo_dataset(seed=0)",
+                    "source": "scikit-image wheel: skimage/data/{brick,grass,gravel}.png (512 x 512 greyscale)",
+                    "crop": CROP, "n_train": 40, "n_test_good": 16, "n_test_per_defect": 4, "defects": list(DEFECTS),
+                    "splits": "tune = band 1 (rows 128-255), report = band 3 (rows 384-511); train = bands 0 and 2",
+                },
+                threads=1,
+            )
+            results.setdefault("runs", {}).setdefault(args.variant, {}).setdefault(family, {})[category] = row
+            atomic_write_json(args.out, results)
+
+
+if __name__ == "__main__":
+    main()
