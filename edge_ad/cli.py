@@ -6,7 +6,6 @@ clear line and a non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -44,12 +43,29 @@ def demo_data(
     root: Path = typer.Argument(..., help="Folder to write the MVTec-layout demo dataset into."),
     category: list[str] = typer.Option(None, "--category", "-c", help="Categories (default: all)."),
     seed: int = typer.Option(0, help="Same seed, same images."),
-    n_train: int = typer.Option(60, help="Good training images per category."),
+    n_train: int = typer.Option(None, help="Good training images per category (default: 60 procedural, 40 photos)."),
+    source: str = typer.Option(
+        "procedural", help="procedural, or photos: crops of real photographs shipped by scikit-image, written as "
+        "ROOT/tune/<category> and ROOT/report/<category> (pip install 'edge-ad\\[photos]')."
+    ),
 ) -> None:
-    """Generate the procedural demo dataset (textures and parts with drawn defects and masks)."""
-    from edge_ad.data.demo import make_demo_dataset
+    """Generate a demo dataset: procedural textures and parts, or real photographs, with defects and masks."""
+    if source == "photos":
+        from rich.markup import escape
 
-    folders = make_demo_dataset(root, category or None, seed=seed, n_train=n_train)
+        from edge_ad.data.photos import PhotosUnavailable, make_photo_dataset
+
+        try:
+            folders = make_photo_dataset(root, category or None, seed=seed, n_train=40 if n_train is None else n_train)
+        except PhotosUnavailable as exc:  # its message names an extra in brackets, which rich would eat as markup
+            err.print(f"[bold red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(2) from None
+    elif source == "procedural":
+        from edge_ad.data.demo import make_demo_dataset
+
+        folders = make_demo_dataset(root, category or None, seed=seed, n_train=60 if n_train is None else n_train)
+    else:
+        raise UserError(f"--source must be procedural or photos, got {source!r}")
     for folder in folders:
         out.print(f"wrote {folder}")
 
@@ -121,87 +137,46 @@ def train(
     model: str = typer.Option("simplenet", "--model", help="Model family: simplenet or nsa (trained from scratch)."),
     preset: str = typer.Option(None, help="NSA recipe: paper (default) or cpu-demo (see README)."),
     label: str = typer.Option(None, help="NSA labels: binary, continuous or logistic (paper's best, default)."),
-    kind: str = typer.Option(None, help="NSA: object or texture, for a category the NSA table does not know."),
+    kind: str = typer.Option(
+        None, help="object or texture, for a category the NSA table does not know (NSA training; synthetic validation)."
+    ),
+    select: str = typer.Option(
+        "final", help="Weights to keep: final, or synthetic (the epoch with the best synthetic validation AUROCs)."
+    ),
+    synthetic_per_image: int = typer.Option(
+        3, help="NSA anomalies per held-out good image for synthetic validation each epoch (0: no validation)."
+    ),
 ) -> None:
     """Train a model family (SimpleNet by default) on good images and write a model bundle."""
-    from edge_ad.data.preprocess import Preprocessing
-    from edge_ad.models.simplenet import SimpleNetConfig
-    from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
-    from edge_ad.training.trainer import TrainConfig
+    from edge_ad.cli_train import run_train
 
-    if model != "simplenet":
-        family_trainer = _FAMILY_TRAINERS.get(model)
-        if family_trainer is None:
-            raise UserError(f"unknown --model {model!r}; choose one of simplenet, {', '.join(_FAMILY_TRAINERS)}")
-        if backbone_weights is not None or random_backbone:
-            raise UserError(f"--model {model} trains from scratch: --backbone-weights / --random-backbone do not apply")
-        family_trainer(
-            data,
-            out_dir,
-            category=category,
-            preprocessing=Preprocessing(image_size=image_size, resize=None if no_crop else resize),
-            options={
-                "epochs": epochs, "batch_size": batch_size, "seed": seed, "holdout_fraction": holdout, "kind": kind
-            },
-            preset=preset,
-            label=label,
-            device=device or _default_device(),
-            resume=resume,
-            keep_checkpoint=keep_checkpoint,
-        )
-        out.print(f"model bundle: {out_dir}")
-        return
-    if preset is not None or label is not None or kind is not None:
-        raise UserError("--preset, --label and --kind are NSA options (--model nsa)")
-    if (backbone_weights is None) == (not random_backbone):
-        raise UserError("choose a backbone: --backbone-weights PATH|imagenet1k_v1, or --random-backbone")
-    model_cfg = SimpleNetConfig()
-    if random_backbone:
-        random_backbone_recipe(model_cfg)
-        err.print("[yellow]random backbone:[/] weights are not pretrained; the demo recipe is used (see README)")
-    overrides = {k: v for k, v in (("noise_std", noise_std), ("score_mode", score_mode)) if v is not None}
-    model_cfg = dataclasses.replace(model_cfg, **overrides)  # replace() re-runs the config's validation
-    train_bundle(
+    run_train(
         data,
         out_dir,
+        model=model,
         category=category,
-        backbone=BackboneSpec(weights=backbone_weights, random=random_backbone, random_init=random_init),
-        preprocessing=Preprocessing(image_size=image_size, resize=None if no_crop else resize),
-        model_cfg=model_cfg,
-        train_cfg=TrainConfig(
-            epochs=160 if epochs is None else epochs,
-            batch_size=8 if batch_size is None else batch_size,
-            adapter_lr=adapter_lr,
-            disc_lr=disc_lr,
-            holdout_fraction=holdout,
-            seed=seed,
-        ),
+        image_size=image_size,
+        resize=resize,
+        no_crop=no_crop,
         device=device or _default_device(),
         resume=resume,
         keep_checkpoint=keep_checkpoint,
+        common={
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "seed": seed,
+            "holdout_fraction": holdout,
+            "kind": kind,
+            "select": select,
+            "synthetic_per_image": synthetic_per_image,
+        },
+        simplenet={
+            "backbone_weights": backbone_weights, "random_backbone": random_backbone, "random_init": random_init,
+            "noise_std": noise_std, "score_mode": score_mode, "adapter_lr": adapter_lr, "disc_lr": disc_lr,
+        },
+        nsa={"preset": preset, "label": label},
     )
     out.print(f"model bundle: {out_dir}")
-
-
-def _train_nsa(
-    data: Path, out_dir: Path, *, preset: str | None, label: str | None, options: dict, **kwargs: object
-) -> None:
-    """``edge-ad train --model nsa``: the preset's recipe with the options the user gave on top."""
-    from edge_ad.training.nsa_trainer import PRESETS, train_nsa_bundle
-
-    name = preset or "paper"
-    if name not in PRESETS:
-        raise UserError(f"unknown --preset {name!r}; NSA presets: {', '.join(PRESETS)}")
-    train_cfg, model_cfg = PRESETS[name]
-    given = {k: v for k, v in options.items() if v is not None}
-    if label is not None:
-        given["label"] = label
-    train_cfg = dataclasses.replace(train_cfg, **given)  # re-runs the config's validation
-    train_nsa_bundle(data, out_dir, model_cfg=model_cfg, train_cfg=train_cfg, **kwargs)  # type: ignore[arg-type]
-
-
-# Families other than SimpleNet (the command's own body): --model NAME -> its trainer.
-_FAMILY_TRAINERS = {"nsa": _train_nsa}
 
 
 def _default_device() -> str:
@@ -461,14 +436,20 @@ def doctor(
 def demo(
     root: Path = typer.Argument(Path("edge-ad-demo"), help="Working folder for data, model and results."),
     category: str = typer.Option(None, help="Demo category (default: brushed_metal)."),
-    epochs: int = typer.Option(30, help="Short schedule so the demo runs in minutes on a CPU."),
+    model: str = typer.Option("simplenet", "--model", help="Model family: simplenet or nsa."),
+    epochs: int = typer.Option(None, help="Default: the family's short CPU schedule (SimpleNet 30, NSA 60)."),
     seed: int = typer.Option(0),
 ) -> None:
-    """The main job end to end: demo data -> train (random backbone) -> eval -> predict."""
-    from edge_ad.quickstart import run_demo
+    """The main job end to end: demo data -> train (SimpleNet on a random backbone, or NSA) -> eval -> predict."""
+    from edge_ad.quickstart import DEMO_RECIPES, run_demo
 
-    err.print("[yellow]demo:[/] random-initialised backbone (no ImageNet weights can be downloaded here)")
-    report = run_demo(root, category, epochs=epochs, seed=seed, device=_default_device())
+    recipe = DEMO_RECIPES.get(model)
+    if recipe is None:
+        raise UserError(f"unknown --model {model!r}; choose one of {', '.join(DEMO_RECIPES)}")
+    if epochs is not None and epochs < 1:
+        raise UserError(f"--epochs must be >= 1, got {epochs}")
+    err.print(f"[yellow]demo:[/] {recipe.note}")
+    report = run_demo(root, category, model=model, epochs=epochs, seed=seed, device=_default_device())
     out.print(metrics_table(f"demo: {report['data']}", report["metrics"]))
     overall = report["metrics"]["overall"]
     out.print(f"image AUROC {overall['image_auroc']:.4f}  pixel AUROC {overall['pixel_auroc']:.4f}")
@@ -480,6 +461,29 @@ def demo(
 from edge_ad.serve.cli import serve_command  # noqa: E402 - torch-free; the server is imported when it runs
 
 app.command("serve")(serve_command)
+
+
+@app.command("threshold")
+@friendly
+def threshold_cmd(
+    model: Path = typer.Argument(..., help="Bundle folder."),
+    good_dir: Path = typer.Argument(..., help="Folder of new good images (e.g. after the line's lighting changed)."),
+    rule: str = typer.Option("good-sigma", help="good-sigma (mean + k std of good scores) or synthetic-f1."),
+    sigmas: float = typer.Option(None, help="k of good-sigma (default: as recorded at training)."),
+    seed: int = typer.Option(None, help="synthetic-f1: seed of the synthetic set (default: the bundle's)."),
+    kind: str = typer.Option(None, help="synthetic-f1: object or texture, for a category NSA does not know."),
+    dry_run: bool = typer.Option(False, help="Compute and print; write nothing."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Re-derive the bundle's verdict threshold from new good images, without retraining; older exports of it are
+    refused from then on (re-export them)."""
+    from edge_ad.rethreshold import result_lines, rethreshold
+
+    options = {"rule": rule, "sigmas": sigmas, "seed": seed, "kind": kind, "dry_run": dry_run, "device": device}
+    result = rethreshold(model, good_dir, **options)
+    for line in result_lines(result):
+        out.print(line, soft_wrap=True, markup=False, highlight=False)
+    print(json.dumps({k: result[k] for k in ("old", "new", "images", "dry_run")}))
 
 
 def main() -> None:
