@@ -30,6 +30,7 @@ from typing import Any
 
 from edge_ad.bundle import file_sha256
 from edge_ad.io import atomic_write_bytes, atomic_write_json
+from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of
 
 from .onnx_info import OnnxInfo, read_onnx_info
 
@@ -431,6 +432,8 @@ def build_engine(
     serialise, then write the sidecar from the built engine itself. Returns the engine's path."""
     options = options or BuildOptions()
     info = edge_ad_onnx(onnx_path)
+    if options.head == "cuda":  # the kernel computes a max: refuse a graph that declares another image score
+        check_cuda_postprocess(image_score_of(info.metadata, str(info.path)), str(info.path))
     trt = import_tensorrt()
     onnx_precision = info.metadata.get("precision", "fp32")
     mode = typing_mode(onnx_precision, options.precision, trt.__version__)

@@ -256,3 +256,16 @@ def test_verification_records_the_largest_differences(fake_trt, tmp_path: Path) 
     assert tb.read_sidecar(engine)["verification"]["images"] == source
     rt.predict = lambda x: (np.zeros(len(x), np.float32), np.zeros((len(x), 32, 32), np.float32))
     assert not verify_engine(engine, onnx, batch, source, runtime=rt)["within_tolerance"]
+
+
+def test_a_mean_scored_graph_refuses_the_cuda_kernel_in_the_builder_and_the_runtime(fake_trt, tmp_path: Path) -> None:
+    """The kernel computes the map's max; a graph declaring a mean image score (NSA) must keep its own head."""
+    onnx = tiny_edge_onnx(tmp_path / "model.fp32.onnx", "fp32", batch="batch", metadata={"image_score": "mean"})
+    with pytest.raises(ValueError, match="mean of its map"):
+        tb.build_engine(onnx, options=tb.BuildOptions("fp32", max_batch=4, head="cuda"))
+    engine = tb.build_engine(onnx, options=tb.BuildOptions("fp32", max_batch=4))  # its own head: fine
+    assert tr.TensorRTRuntime(engine, buffers=FakeBuffers()).postprocess == "graph"
+    with pytest.raises(tr.EngineMismatch, match="mean of its map"):
+        tr.TensorRTRuntime(engine, buffers=FakeBuffers(), postprocess="cuda")
+    max_onnx = tiny_edge_onnx(tmp_path / "max" / "model.fp32.onnx", "fp32", batch="batch")  # SimpleNet-like: allowed
+    assert tb.build_engine(max_onnx, options=tb.BuildOptions("fp32", max_batch=4, head="cuda")).is_file()

@@ -45,6 +45,7 @@ from edge_ad.export.tensorrt_builder import (
     import_tensorrt,
     read_sidecar,
 )
+from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of
 from edge_ad.runtimes.base import check_batch
 
 __all__ = ["EngineMismatch", "TensorRTRuntime", "check_engine_matches", "is_jetson", "make_buffers"]
@@ -334,6 +335,11 @@ class TensorRTRuntime:
                 raise EngineMismatch(
                     f"{self.path} has outputs {sorted(outputs)}; postprocess={postprocess!r} needs {sorted(needed)}"
                 )
+            if postprocess == "cuda":  # the kernel (or a given head, the same kernel) computes a max
+                try:
+                    check_cuda_postprocess(image_score_of(meta, str(self.path)), str(self.path))
+                except ValueError as exc:
+                    raise EngineMismatch(str(exc)) from None
             self.postprocess = postprocess
             self._head = head
             if postprocess == "cuda" and head is None:
