@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,15 +58,60 @@ def tiny_bundle(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     )
 
 
-@pytest.fixture(scope="module")
-def private_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A module's own copy (hard links where possible) of the tiny bundle: exports land here, not in the shared one."""
-    out = tmp_path_factory.mktemp("bundle_copy") / "washer"
-    out.mkdir()
-    for item in tiny_bundle.iterdir():
+def _linked_copy(bundle: Path, out: Path) -> Path:
+    """A bundle folder copied by hard links where possible: an export replaces its files, never edits them."""
+    out.mkdir(parents=True)
+    for item in bundle.iterdir():
         if item.is_file():
             try:
                 os.link(item, out / item.name)
             except OSError:
                 shutil.copy2(item, out / item.name)
     return out
+
+
+@pytest.fixture(scope="module")
+def private_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A module's own copy (hard links where possible) of the tiny bundle: exports land here, not in the shared one."""
+    return _linked_copy(tiny_bundle, tmp_path_factory.mktemp("bundle_copy") / "washer")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread for a module of small convolutions: on the shared 2-core build machine, two spinning
+    threads per process slowed them ~100x whenever another job held a core."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_nsa_bundle(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An NSA bundle (width 8) trained for two epochs on the tiny demo at 64x64."""
+    import torch
+
+    from edge_ad.data.preprocess import Preprocessing
+    from edge_ad.models.nsa import NsaConfig
+    from edge_ad.training.nsa_trainer import NsaTrainConfig, train_nsa_bundle
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_nsa_bundle(
+            tiny_demo,
+            tmp_path_factory.mktemp("nsa") / "washer",
+            preprocessing=Preprocessing(image_size=64, resize=72),
+            model_cfg=NsaConfig(width=8),
+            train_cfg=NsaTrainConfig(epochs=2, batch_size=4, seed=1),
+        )
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def private_nsa_bundle(tiny_nsa_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A module's own copy of the tiny NSA bundle."""
+    return _linked_copy(tiny_nsa_bundle, tmp_path_factory.mktemp("nsa_copy") / "washer")

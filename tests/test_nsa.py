@@ -4,7 +4,6 @@ and ``edge-ad train --model nsa`` through the CLI. Tiny networks (width 8) on 64
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,6 @@ from edge_ad.training.nsa_trainer import (
     NsaTrainer,
     cosine_lr,
     crop_transform,
-    train_nsa_bundle,
     training_views,
 )
 
@@ -33,22 +31,12 @@ TINY = NsaConfig(width=8)
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on the shared 2-core build machine, two spinning threads per process slowed these
-    small convolutions ~100x whenever another job held a core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def nsa_bundle(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("nsa") / "washer"
-    return train_nsa_bundle(
-        tiny_demo, out, preprocessing=PRE, model_cfg=TINY, train_cfg=NsaTrainConfig(epochs=2, batch_size=4, seed=1)
-    )
+def nsa_bundle(private_nsa_bundle: Path) -> Path:
+    return private_nsa_bundle
 
 
 def _batch(n: int = 2, size: int = 64, seed: int = 0) -> torch.Tensor:

@@ -5,47 +5,31 @@ the CUDA post-processing refusal decided by the declared image score, and ``edge
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from edge_ad.calibration.graph_parts import LEGACY_LAYOUT, Int8Layout, graph_parts, layout_of, quantized_nodes
 from edge_ad.cli import app
 from edge_ad.data.images import read_image
-from edge_ad.data.preprocess import Preprocessing
 from edge_ad.export.op_check import check_ops
-from edge_ad.models.nsa import NsaConfig, NsaGraph
+from edge_ad.models.nsa import NsaGraph
 from edge_ad.models.simplenet import SimpleNetGraph
 from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of
 from edge_ad.runtimes.onnx_runtime import OnnxRuntime
-from edge_ad.training.nsa_trainer import NsaTrainConfig, train_nsa_bundle
 
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def nsa_bundle(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("nsa_export") / "washer"
-    bundle = train_nsa_bundle(
-        tiny_demo,
-        out,
-        preprocessing=Preprocessing(image_size=64, resize=72),
-        model_cfg=NsaConfig(width=8),
-        train_cfg=NsaTrainConfig(epochs=2, batch_size=4, seed=1),
-    )
+def nsa_bundle(private_nsa_bundle: Path) -> Path:
+    bundle = private_nsa_bundle
     result = runner.invoke(app, ["export", str(bundle), "--precision", "fp32"])
     assert result.exit_code == 0, result.output
     return bundle
