@@ -37,6 +37,7 @@ import numpy as np
 
 from edge_ad import __version__
 from edge_ad.bench_memory import DeviceMemory, device_memory_used
+from edge_ad.bench_target import PAPER_FPS, artifact_metadata, paper_fps_for, target_preprocessing
 from edge_ad.bundle import file_sha256, read_bundle
 from edge_ad.data.images import list_images, read_image
 from edge_ad.data.layout import resolve_category, train_images
@@ -44,7 +45,6 @@ from edge_ad.data.preprocess import Preprocessing
 from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of
 from edge_ad.postprocess.numpy_ops import postprocess
 
-PAPER_FPS = 77.0  # SimpleNet paper, WideResNet50, RTX 3080 Ti
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 EXTRA_BACKENDS = ("torch-tensorrt",)  # named explicitly, not part of "all" (needs the torch-tensorrt extra)
 TORCH_BACKENDS = ("torch", "torch-tensorrt")
@@ -273,7 +273,8 @@ def run_bench(
         if pp not in POSTPROCESS:
             raise ValueError(f"--postprocess must be one of {', '.join(POSTPROCESS)}, not {pp!r}")
     info = read_bundle(target) if target.is_dir() else None
-    preprocessing = info.preprocessing if info else Preprocessing()
+    metadata = artifact_metadata(target) if info is None else {}
+    preprocessing = target_preprocessing(info, metadata)
     scratch = tempfile.TemporaryDirectory(prefix="edge-ad-bench-")
     files = _sample_files(Path(data) if data else None, preprocessing.image_size, max(batches), Path(scratch.name))
     images = [read_image(p) for p in files]
@@ -310,7 +311,10 @@ def run_bench(
                 del baseline
             del model
             memory.release()
-    plan = _RowPlan(target, info, device, batches, data, images, files, preprocessing, warmup, iters, reference_fps)
+    paper_fps = paper_fps_for(info, metadata)
+    plan = _RowPlan(
+        target, info, device, batches, data, images, files, preprocessing, warmup, iters, reference_fps, paper_fps
+    )
     for backend in backends:
         for precision in precisions:
             if backend in TORCH_BACKENDS and precision == "int8":
@@ -322,7 +326,7 @@ def run_bench(
         "target": str(target),
         # a remote target (--backend triton: http://HOST:PORT/MODEL) has no file here to hash
         "artifact_sha256": file_sha256(info.weights_path if info else target) if info or target.is_file() else None,
-        "paper_fps": PAPER_FPS,
+        "paper_fps": paper_fps,
         "machine": machine_info(),
         "settings": {
             "warmup": warmup,
@@ -354,6 +358,7 @@ class _RowPlan:
     warmup: int
     iters: int
     reference_fps: dict[int, float]
+    paper_fps: float | None = PAPER_FPS
 
 
 def _bench_runtime(
@@ -401,7 +406,7 @@ def _bench_runtime(
             max(2, iters // 2),
             sync,
         )
-        row = _row(label, precision, device, b, net, plan.reference_fps.get(b))
+        row = _row(label, precision, device, b, net, plan.reference_fps.get(b), plan.paper_fps)
         row.postprocess = pp
         row.peak_device_mib, row.torch_allocator_peak_mib = memory.stop_row()
         row.preprocess_ms_per_image = float(np.median(pre) * 1e3 / b)
@@ -431,6 +436,7 @@ def _row(
     b: int,
     stats: LatencyStats,
     ref: float | None,
+    paper_fps: float | None = PAPER_FPS,
 ) -> BenchRow:
     return BenchRow(
         backend=backend,
@@ -441,7 +447,7 @@ def _row(
         preprocess_ms_per_image=float("nan"),
         postprocess_ms_per_image=float("nan"),
         end_to_end_images_per_s=float("nan"),
-        vs_paper_77fps=ratio(stats.images_per_s, PAPER_FPS),
+        vs_paper_77fps=ratio(stats.images_per_s, paper_fps) if paper_fps else None,
         vs_reference=ratio(stats.images_per_s, ref or 0.0),
         peak_host_mib=peak_host_mib(),
         peak_device_mib=None,  # filled in by DeviceMemory.stop_row for the row

@@ -151,9 +151,20 @@ def test_bench_prints_nsa_rows(nsa_bundle: Path) -> None:
     report = json.loads(out.read_text())
     rows = {(r["backend"], r["precision"]): r for r in report["rows"]}
     assert set(rows) == {("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")}
-    assert all(r["error"] is None and r["latency"]["images_per_s"] > 0 for r in rows.values())
+    errors = [r["error"] for r in rows.values()]
+    assert all(r["error"] is None and r["latency"]["images_per_s"] > 0 for r in rows.values()), errors
     assert report["reference"].startswith("none: the nsa family")
+    # the "vs 77 FPS" column is SimpleNet's paper figure: NSA rows get none rather than a ratio to another paper
+    assert report["paper_fps"] is None and all(r["vs_paper_77fps"] is None for r in rows.values())
     assert "onnxruntime" in result.output and "int8" in result.output
+    onnx_report = nsa_bundle / "bench_onnx.json"
+    onnx_result = runner.invoke(
+        app,
+        ["bench", str(nsa_bundle / "model.fp32.onnx"), "--backend", "onnxruntime", "--batch", "1", "--iters", "1",
+         "--warmup", "0", "--json", str(onnx_report)],
+    )
+    assert onnx_result.exit_code == 0, onnx_result.output  # the ONNX's own preprocessing (64 px), not the default
+    assert json.loads(onnx_report.read_text())["paper_fps"] is None  # read from the ONNX's own metadata
 
 
 def test_an_engine_sidecar_declaring_a_mean_score_refuses_the_cuda_kernel(tmp_path: Path) -> None:
