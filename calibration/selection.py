@@ -35,7 +35,12 @@ from edge_ad.metrics import auroc, pixel_auroc
 from edge_ad.progress import progress_bar
 from edge_ad.runtimes.base import Runtime
 from edge_ad.threshold_basis import HOLDOUT, TRAINING_FALLBACK, ThresholdBasis, bundle_holdout, threshold_basis
-from edge_ad.thresholds import SYNTHETIC_F1, good_image_statistics, rule_statistics
+from edge_ad.thresholds import (
+    SYNTHETIC_F1,
+    good_image_statistics,
+    refuse_flagging_every_good_image,
+    rule_statistics,
+)
 
 __all__ = [
     "HOLDOUT",
@@ -245,11 +250,8 @@ def basis_statistics(sets: ThresholdSets, good: Outputs, anomalies: Outputs | No
         basis.rule, good.scores, good.maps, basis.sigmas, anomalies.scores if anomalies is not None else None
     )
     image = stats["image"]
-    if basis.rule == SYNTHETIC_F1 and image["good_flagged"] == image["good_count"]:
-        raise ValueError(
-            f"synthetic-f1 on {basis.summary()}: the best F1 calls every good image anomalous, so this model does not "
-            "tell the synthetic anomalies from good images; re-threshold the bundle with --rule good-sigma"
-        )
+    if basis.rule == SYNTHETIC_F1:
+        refuse_flagging_every_good_image(image, basis.summary(), "re-threshold the bundle with --rule good-sigma")
     return {**stats, "threshold_rule": basis.rule, "threshold_basis": basis.describe()}
 
 

@@ -35,8 +35,14 @@ from edge_ad.bundle import (
 )
 from edge_ad.data.images import list_images
 from edge_ad.io import atomic_write_json
-from edge_ad.metrics import auroc, pixel_auroc
-from edge_ad.thresholds import DEFAULT_RULE, RULES, SYNTHETIC_F1, good_statistics, synthetic_f1_threshold
+from edge_ad.thresholds import (
+    DEFAULT_RULE,
+    RULES,
+    SYNTHETIC_F1,
+    good_statistics,
+    refuse_flagging_every_good_image,
+    synthetic_f1_threshold,
+)
 
 __all__ = ["rethreshold", "result_lines"]
 
@@ -181,7 +187,7 @@ def _synthetic_f1(
     info: BundleInfo, scored: dict[str, Any], seed: int | None, per_image: int | None, kind: str | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The F1-best threshold on a fresh synthetic set made on the new good images; the good ones are not rerun."""
-    from edge_ad.synthesis.validation import VALIDATION_SEED_OFFSET, build_validation_set
+    from edge_ad.synthesis.validation import VALIDATION_SEED_OFFSET, build_validation_set, scores_from_outputs
 
     description = info.training.get("synthetic_validation")
     description = description if isinstance(description, dict) and description.get("status") == "ok" else {}
@@ -200,16 +206,16 @@ def _synthetic_f1(
     scores = np.concatenate([scored["scores"], *syn_scores])
     maps = np.concatenate([scored["maps"].astype(np.float32), *syn_maps])
     image_stats = synthetic_f1_threshold(vset.labels, scores)
-    figures = {"image_auroc": float(auroc(vset.labels, scores))}
-    if image_stats["good_flagged"] == image_stats["good_count"]:
-        raise ValueError(
-            f"synthetic-f1: the best F1 ({image_stats['f1']:.3f}) on {n_good} good images and {vset.n_anomalous} NSA "
-            f"anomalies made on them (seed {seed}) calls every good image "
-            f"anomalous (image AUROC {figures['image_auroc']:.3f}): the model does not tell these synthetic anomalies "
-            "from the good images; keep --rule good-sigma. The bundle is unchanged"
-        )
-    if maps.shape[1:] == vset.masks.shape[1:] and vset.masks.any():
-        figures["pixel_auroc"] = float(pixel_auroc(vset.masks.astype(bool), maps))
+    result = scores_from_outputs(vset, scores, maps)  # the validation set's own AUROC rules
+    figures = {"image_auroc": result.image_auroc}
+    if math.isfinite(result.pixel_auroc):
+        figures["pixel_auroc"] = result.pixel_auroc
+    refuse_flagging_every_good_image(
+        image_stats,
+        f"{n_good} good images and {vset.n_anomalous} NSA anomalies made on them (seed {seed}, image AUROC "
+        f"{result.image_auroc:.3f})",
+        "keep --rule good-sigma. The bundle is unchanged",
+    )
     return image_stats, {**vset.describe(), "good_dir": str(scored["folder"]), **figures}
 
 

@@ -108,6 +108,16 @@ def synthetic_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> dict[str, 
     }
 
 
+def refuse_flagging_every_good_image(image: dict[str, Any], context: str, advice: str) -> None:
+    """ValueError when a synthetic-f1 cut calls every good image anomalous: the model does not tell the synthetic
+    anomalies from good images, so the rule has nothing to offer. ``context`` names the data, ``advice`` the way out."""
+    if image["good_flagged"] == image["good_count"]:
+        raise ValueError(
+            f"synthetic-f1 on {context}: the best F1 ({image['f1']:.3f}) calls every good image anomalous, so the "
+            f"model does not tell the synthetic anomalies from the good images; {advice}"
+        )
+
+
 def rule_statistics(
     rule: str,
     good_scores: np.ndarray,
