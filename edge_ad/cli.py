@@ -15,6 +15,7 @@ from rich.table import Table
 
 from edge_ad import __version__
 from edge_ad.cli_bench import bench_table
+from edge_ad.cli_data import demo_data, synth
 from edge_ad.cli_export import export_engine, export_serving
 from edge_ad.cli_output import UserError, err, friendly, metrics_table, out
 from edge_ad.io import atomic_write_json
@@ -37,67 +38,8 @@ def main_options(
     """edge-ad: train SimpleNet on good images, evaluate, predict, export to ONNX/TensorRT."""
 
 
-@app.command("demo-data")
-@friendly
-def demo_data(
-    root: Path = typer.Argument(..., help="Folder to write the MVTec-layout demo dataset into."),
-    category: list[str] = typer.Option(None, "--category", "-c", help="Categories (default: all)."),
-    seed: int = typer.Option(0, help="Same seed, same images."),
-    n_train: int = typer.Option(None, help="Good training images per category (default: 60 procedural, 40 photos)."),
-    source: str = typer.Option(
-        "procedural", help="procedural, or photos: crops of real photographs shipped by scikit-image, written as "
-        "ROOT/tune/<category> and ROOT/report/<category> (pip install 'edge-ad\\[photos]')."
-    ),
-) -> None:
-    """Generate a demo dataset: procedural textures and parts, or real photographs, with defects and masks."""
-    if source == "photos":
-        from rich.markup import escape
-
-        from edge_ad.data.photos import PhotosUnavailable, make_photo_dataset
-
-        try:
-            folders = make_photo_dataset(root, category or None, seed=seed, n_train=40 if n_train is None else n_train)
-        except PhotosUnavailable as exc:  # its message names an extra in brackets, which rich would eat as markup
-            err.print(f"[bold red]error:[/] {escape(str(exc))}")
-            raise typer.Exit(2) from None
-    elif source == "procedural":
-        from edge_ad.data.demo import make_demo_dataset
-
-        folders = make_demo_dataset(root, category or None, seed=seed, n_train=60 if n_train is None else n_train)
-    else:
-        raise UserError(f"--source must be procedural or photos, got {source!r}")
-    for folder in folders:
-        out.print(f"wrote {folder}")
-
-
-@app.command()
-@friendly
-def synth(
-    data: Path = typer.Argument(..., help="MVTec AD root, a category folder, or a folder of good images."),
-    category: str = typer.Option(None, "--category", help="Category under DATA (MVTec layout)."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Writes OUT/<category>/test/synthetic and ground_truth."),
-    count: int = typer.Option(16, "-n", "--count", help="Examples to write."),
-    seed: int = typer.Option(0, help="Same seed, same examples."),
-    label: str = typer.Option(
-        "binary", help="binary, continuous or logistic (16-bit PNG beside the mask; logistic: the paper's best)."
-    ),
-    kind: str = typer.Option(None, help="object or texture: needed for a category NSA's table does not know."),
-    background: str = typer.Option(
-        None, help="Object's background: auto (from the good images), none, or LEVEL,THRESHOLD (default: category's)."
-    ),
-    workers: int = typer.Option(0, help="Worker processes (0: this one)."),
-) -> None:
-    """Write NSA synthetic anomalies (patches of other good images, Poisson-blended) with masks, to look at."""
-    from edge_ad.synthesis.mvtec import write_synthetic
-    from edge_ad.synthesis.params import parse_background
-
-    extra = {} if background is None else {"background": parse_background(background)}
-    report = write_synthetic(
-        data, out_dir, count, category=category, seed=seed, label=label, kind=kind, workers=workers, **extra
-    )
-    if report.empty:
-        err.print(f"[yellow]warning:[/] {report.empty} of {report.count} examples got no patch (empty mask)")
-    out.print(f"wrote {report.count} synthetic examples to {report.category_dir}; preview: {report.preview}")
+app.command("demo-data")(demo_data)
+app.command()(synth)
 
 
 @app.command()
@@ -137,6 +79,10 @@ def train(
     model: str = typer.Option("simplenet", "--model", help="Model family: simplenet or nsa (trained from scratch)."),
     preset: str = typer.Option(None, help="NSA recipe: paper (default) or cpu-demo (see README)."),
     label: str = typer.Option(None, help="NSA labels: binary, continuous or logistic (paper's best, default)."),
+    blend: str = typer.Option(
+        None, help="NSA anomalies' Poisson blending: auto (reference: normal for objects, mixed for textures), "
+        "normal (also smooth patches on busy textures), mixed."
+    ),
     kind: str = typer.Option(
         None, help="object or texture, for a category the NSA table does not know (NSA training; synthetic validation)."
     ),
@@ -174,7 +120,7 @@ def train(
             "backbone_weights": backbone_weights, "random_backbone": random_backbone, "random_init": random_init,
             "noise_std": noise_std, "score_mode": score_mode, "adapter_lr": adapter_lr, "disc_lr": disc_lr,
         },
-        nsa={"preset": preset, "label": label},
+        nsa={"preset": preset, "label": label, "blend": blend},
     )
     out.print(f"model bundle: {out_dir}")
 

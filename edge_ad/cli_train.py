@@ -38,9 +38,9 @@ def run_train(
     preprocessing = Preprocessing(image_size=image_size, resize=None if no_crop else resize)
     run = {"category": category, "device": device, "resume": resume, "keep_checkpoint": keep_checkpoint}
     if model == "simplenet":
-        given = [k for k in ("preset", "label") if nsa.get(k) is not None]
+        given = [f"--{k}" for k in ("preset", "label", "blend") if nsa.get(k) is not None]
         if given:
-            raise UserError("--preset and --label are NSA options (--model nsa)")
+            raise UserError(f"{', '.join(given)}: NSA options (--model nsa)")
         _train_simplenet(data, out_dir, preprocessing, common, simplenet, run)
         return
     family_trainer = _FAMILY_TRAINERS.get(model)
@@ -107,7 +107,7 @@ def _train_nsa(
     if name not in PRESETS:
         raise UserError(f"unknown --preset {name!r}; NSA presets: {', '.join(PRESETS)}")
     train_cfg, model_cfg = PRESETS[name]
-    given = _given({**common, "label": options.get("label")})
+    given = _given({**common, "label": options.get("label"), "blend": options.get("blend")})
     train_cfg = dataclasses.replace(train_cfg, **given)  # re-runs the config's validation
     train_nsa_bundle(data, out_dir, preprocessing=preprocessing, model_cfg=model_cfg, train_cfg=train_cfg, **run)
 

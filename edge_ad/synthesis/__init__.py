@@ -6,11 +6,20 @@ NSA (Schlueter et al. 2021): patches cut from one good image, rescaled and Poiss
 from edge_ad.synthesis.foreground import estimate_background, foreground_mask
 from edge_ad.synthesis.generator import NsaGenerator, example_rng
 from edge_ad.synthesis.nsa import Patch, Synthetic, synthesize
-from edge_ad.synthesis.params import AUTO, LABEL_MODES, NsaParams, known_categories, params_for, parse_background
+from edge_ad.synthesis.params import (
+    AUTO,
+    BLENDS,
+    LABEL_MODES,
+    NsaParams,
+    known_categories,
+    params_for,
+    parse_background,
+)
 from edge_ad.synthesis.sets import batch_stream, synthetic_set
 
 __all__ = [
     "AUTO",
+    "BLENDS",
     "LABEL_MODES",
     "NsaGenerator",
     "NsaParams",

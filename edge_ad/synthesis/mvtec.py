@@ -101,9 +101,11 @@ def write_synthetic(
     kind: Kind | None = None,
     background: Background | object = _UNSET,
     workers: int = 0,
+    blend: str = "auto",
 ) -> SynthReport:
     """Draw ``n`` NSA examples from the first ``max(n, 2)`` good images of ``data`` (``category``) and write them
-    under ``out/<category>/`` in MVTec layout. ``background`` overrides the category's (a tuple, ``"auto"`` or None).
+    under ``out/<category>/`` in MVTec layout. ``background`` overrides the category's (a tuple, ``"auto"`` or None);
+    ``blend`` its Poisson blending (``auto``: the reference's rule for its kind).
     """
     if label not in LABEL_MODES:
         raise ValueError(f"label must be one of {', '.join(LABEL_MODES)}, got {label!r}")
@@ -114,7 +116,7 @@ def write_synthetic(
     target = Path(out) / name
     if target.resolve() == cat_dir.resolve():
         raise ValueError(f"--out would write the synthetic split into the dataset itself ({cat_dir}); choose another")
-    params = params_for(name, kind)
+    params = params_for(name, kind).replace(blend=blend)  # replace() checks the value
     if background is not _UNSET:
         params = params.replace(background=background)
     # the first max(n, 2) good images are the pool (destinations in turn, sources among the others): a large

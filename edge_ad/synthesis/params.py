@@ -17,6 +17,7 @@ from typing import Literal
 
 __all__ = [
     "AUTO",
+    "BLENDS",
     "LABEL_MODES",
     "Background",
     "NsaParams",
@@ -26,6 +27,8 @@ __all__ = [
 ]
 
 Kind = Literal["object", "texture"]
+#: Poisson blending: ``auto`` is the reference's rule (normal clone for objects, mixed for textures).
+BLENDS: tuple[str, ...] = ("auto", "normal", "mixed")
 #: ``(background intensity, threshold)``: a pixel is foreground when its channel mean is further than ``threshold``
 #: from ``background`` (the reference's ``skip_background``); ``"auto"``: estimate it from the good images.
 Background = tuple[float, float] | Literal["auto"] | None
@@ -64,13 +67,20 @@ class NsaParams:
     logistic: tuple[float, float] = (1 / 6, 20.0)
     #: Mean absolute change (grey levels) a pixel needs to be labelled.
     label_tol: float = 1.0
+    #: ``auto`` (the reference), or ``normal`` / ``mixed`` whatever the kind. Mixed cloning keeps the stronger
+    #: gradient of patch and destination, so on a busy texture it cannot make a smooth patch; normal cloning can
+    #: (README "Real photographs").
+    blend: str = "auto"
 
     def __post_init__(self) -> None:
         _check(self)
 
     @property
     def clone(self) -> Literal["normal", "mixed"]:
-        """Poisson blending mode: source gradients for objects, mixed gradients for textures (as the reference)."""
+        """Poisson blending mode: ``blend`` if set, else source gradients for objects and mixed gradients for
+        textures (as the reference)."""
+        if self.blend != "auto":
+            return self.blend  # type: ignore[return-value]  # checked in _check
         return "normal" if self.kind == "object" else "mixed"
 
     def replace(self, **changes: object) -> NsaParams:
@@ -126,6 +136,8 @@ def _check(p: NsaParams) -> None:
         raise ValueError(f"logistic must be (k > 0, x0), got {p.logistic!r}")
     if not (_finite(p.label_tol) and p.label_tol >= 0):
         raise ValueError(f"label_tol must be >= 0, got {p.label_tol!r}")
+    if p.blend not in BLENDS:
+        raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {p.blend!r}")
     _check_background(p.background)
 
 

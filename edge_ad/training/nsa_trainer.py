@@ -35,7 +35,7 @@ from edge_ad.io import atomic_write_with
 from edge_ad.models.nsa import STRIDE, NsaConfig, NsaModel
 from edge_ad.progress import console, progress_bar
 from edge_ad.runtimes.torch_runtime import TorchRuntime
-from edge_ad.synthesis import LABEL_MODES, NsaGenerator, batch_stream, params_for
+from edge_ad.synthesis import BLENDS, LABEL_MODES, NsaGenerator, batch_stream, params_for
 from edge_ad.synthesis.validation import Predict, ValidationScores, ValidationSet, score_validation_set
 from edge_ad.training.epoch_validation import (
     EpochValidation,
@@ -62,6 +62,7 @@ class NsaTrainConfig:
     label: str = "logistic"  # binary | continuous | logistic (the paper's best for localisation)
     crop_jitter: float = 6 / 224  # random crop offset range as a share of the image side (230 -> 224)
     kind: str | None = None  # object | texture, for categories outside the NSA table
+    blend: str = "auto"  # Poisson blending of the training anomalies: auto (the reference's rule), normal, mixed
     workers: int = 0  # synthesis worker processes (the data do not depend on it)
     seed: int = 0
     holdout_fraction: float = 0.1  # share of train/good kept out to set the threshold
@@ -80,6 +81,8 @@ class NsaTrainConfig:
             raise ValueError("epochs and batch_size must be >= 1")
         if self.kind not in (None, "object", "texture"):
             raise ValueError(f"kind must be object or texture, got {self.kind!r}")
+        if self.blend not in BLENDS:
+            raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {self.blend!r}")
         if not 0 <= self.crop_jitter < 1:
             raise ValueError(f"crop_jitter must be in [0, 1), got {self.crop_jitter}")
 
@@ -300,6 +303,7 @@ def train_nsa_bundle(
     out_dir = Path(out_dir)
     category_dir = resolve_category(data_dir, category)
     params = params_for(category or category_dir.name, train_cfg.kind)  # type: ignore[arg-type]
+    params = params.replace(blend=train_cfg.blend)  # the held-out validation set keeps the category's own rule
     paths = train_images(category_dir)
     train_idx, hold_idx = split_holdout(len(paths), train_cfg)  # type: ignore[arg-type]  # same fields
     console.log(f"{category_dir}: {len(train_idx)} training images, {len(hold_idx)} held out for the threshold")
