@@ -3,8 +3,8 @@
 Each model family's inference graph declares its own layout (``int8_layout`` on the graph class: node-name
 patterns per part, recipes as the parts kept in float, the default recipe); the export writes it into the ONNX
 metadata (key :data:`LAYOUT_KEY`, JSON), and calibration reads it from there, so it never imports the family.
-A graph whose metadata carries no layout (exported before edge-ad recorded it, or built by hand) is read with
-:data:`LEGACY_LAYOUT`, SimpleNet's, the only family such exports came from.
+The declaration on the graph class is the only copy: a graph whose metadata carries none (exported before edge-ad
+recorded it, or built by hand) is refused, and exporting it again writes it.
 
 The post-processing head is also found structurally: every node that depends on ``patch_scores`` is part
 ``"head"``, whatever the patterns say, and every recipe keeps the head in float.
@@ -23,14 +23,10 @@ import onnx
 from edge_ad.export.onnx_graph import WEIGHTED_OPS, descendants
 
 __all__ = [
-    "DEFAULT_RECIPE",
     "LAYOUT_KEY",
-    "LEGACY_LAYOUT",
     "OP_TYPES",
-    "PARTS",
     "PATCH_SCORES",
     "POOLING_OPS",
-    "RECIPES",
     "Exclusion",
     "Int8Layout",
     "check_choice",
@@ -51,27 +47,6 @@ OP_TYPES = {
     "cpu": WEIGHTED_OPS + POOLING_OPS + ("Add", "Relu"),
 }
 
-# SimpleNet's layout (edge_ad.models.simplenet.SimpleNetGraph.int8_layout, kept equal by a test): the reading of a
-# graph that declares none. Parts by node-name patterns (fnmatch, case-sensitive); recipes from most to least
-# quantized, each naming the parts kept in float.
-LEGACY_LAYOUT: dict[str, Any] = {
-    "parts": {
-        "head": ["/head/*"],  # resize of the patch map, 33-tap Gaussian convolutions, ReduceMax
-        "score": ["/out/*", "/Sub", "/Abs", "/Neg"],  # the discriminator's last 1x1 conv (1024 -> 1) and the score
-        "discriminator": ["/parts.*", "/Add", "/Resize", "/act/*"],  # fused adapter + first discriminator layer
-        "aggregator": ["/Conv", "/Conv_1"],  # the fixed grouped convolutions of the patch aggregator
-        "backbone": ["/backbone/*"],  # WideResNet50 stem, layer1..layer3
-    },
-    "recipes": {
-        "all": ["head"],
-        "keep_head_fp": ["head", "score"],
-        "keep_discriminator_fp": ["head", "score", "discriminator"],
-        "backbone_only": ["head", "score", "discriminator", "aggregator"],
-    },
-    "default": "keep_head_fp",
-}
-
-
 def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     """ValueError naming the choices when ``value`` is not one of them."""
     if value not in choices:
@@ -86,7 +61,6 @@ class Int8Layout:
     parts: dict[str, tuple[str, ...]]
     recipes: dict[str, tuple[str, ...]]
     default: str
-    declared: bool = True  # False: the graph carried none and is read with LEGACY_LAYOUT
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Int8Layout:
@@ -116,23 +90,22 @@ class Int8Layout:
         }
 
 
-_LEGACY = Int8Layout.from_dict(LEGACY_LAYOUT)
-_UNDECLARED = Int8Layout(_LEGACY.parts, _LEGACY.recipes, _LEGACY.default, declared=False)
-PARTS: dict[str, tuple[str, ...]] = _LEGACY.parts
-RECIPES: dict[str, tuple[str, ...]] = _LEGACY.recipes
-DEFAULT_RECIPE = _LEGACY.default
-
-
-def layout_of(source: onnx.ModelProto | Mapping[str, str]) -> Int8Layout:
-    """The layout an ONNX model (or its ``metadata_props`` as a dict) declares; :data:`LEGACY_LAYOUT` if none."""
+def layout_of(source: onnx.ModelProto | Mapping[str, str], name: str = "the model") -> Int8Layout:
+    """The layout an ONNX model (or its ``metadata_props`` as a dict) declares. ValueError (one line, naming
+    ``name``) when it declares none or an unreadable one: only the exporting family knows its parts."""
     metadata = {p.key: p.value for p in source.metadata_props} if isinstance(source, onnx.ModelProto) else source
     raw = metadata.get(LAYOUT_KEY)
     if not raw:
-        return _UNDECLARED
+        raise ValueError(
+            f"{name} declares no INT8 layout (no {LAYOUT_KEY!r} metadata: exported by an older edge-ad or built by "
+            "hand); export it again with this version of edge-ad (edge-ad export BUNDLE --precision fp32)"
+        )
     try:
         return Int8Layout.from_dict(json.loads(raw))
     except (json.JSONDecodeError, ValueError) as exc:
-        raise ValueError(f"the model's {LAYOUT_KEY} metadata is unreadable ({exc}); export the bundle again") from None
+        raise ValueError(
+            f"{name}'s {LAYOUT_KEY} metadata is unreadable ({exc}); export it again with this version of edge-ad"
+        ) from None
 
 
 def head_nodes(graph: onnx.GraphProto) -> set[str]:
@@ -183,8 +156,7 @@ def resolve_exclude(
         for part in parts:
             if part not in present:
                 patterns = ", ".join(layout.parts[part])
-                hint = "" if layout.declared else " (the graph declares no INT8 layout: export it again)"
-                raise ValueError(f"recipe {recipe!r}: no node of part {part!r} ({patterns}) in the graph{hint}")
+                raise ValueError(f"recipe {recipe!r}: no node of part {part!r} ({patterns}) in the graph")
         nodes = {name for name, part in parts_of.items() if part in parts}
         return Exclusion(recipe, parts, (), frozenset(nodes))
     patterns = tuple(str(p) for p in exclude)

@@ -5,8 +5,8 @@ keeps in float, as each family's graph declares it (:mod:`.graph_parts`); calibr
 (:mod:`.ranges`); the Q/DQ writer, :func:`quantize_int8` (:mod:`.int8_writer`).
 
 Mixed precision: the graph's parts are named by node-name patterns of the exported graph, declared by its family
-and read from the ONNX metadata (:func:`~.graph_parts.layout_of`; :data:`PARTS`/:data:`RECIPES` are SimpleNet's,
-for graphs that declare none); a recipe lists the parts kept in float. Measuring the recipes and choosing one --
+and read from the ONNX metadata (:func:`~.graph_parts.layout_of`; a graph that declares none is refused); a recipe
+lists the parts kept in float. Measuring the recipes and choosing one --
 on ``--eval-data``'s labels, else on the bundle's synthetic validation set, else without labels on its held-out good
 images -- is :mod:`.recipes` (:func:`measure`, :func:`selection_sets`), with the rules in :mod:`.choice`.
 """
@@ -15,9 +15,6 @@ from __future__ import annotations
 
 from .choice import DEFAULT_GOOD_TOLERANCE, DEFAULT_TOLERANCE, choose_candidate, choose_without_labels, output_deviation
 from .graph_parts import (
-    DEFAULT_RECIPE,
-    PARTS,
-    RECIPES,
     Exclusion,
     graph_parts,
     int8_mac_fraction,
@@ -34,14 +31,11 @@ from .recipes import _evaluate as _evaluate
 
 __all__ = [
     "DEFAULT_METHOD",
-    "DEFAULT_RECIPE",
     "DEFAULT_GOOD_TOLERANCE",
     "DEFAULT_TOLERANCE",
     "INT8_NAME",
     "METHODS",
-    "PARTS",
     "PERCENTILE",
-    "RECIPES",
     "TARGETS",
     "Calibration",
     "Exclusion",

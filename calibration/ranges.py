@@ -221,7 +221,7 @@ class Calibration:
                 "(edge-ad export --precision fp32)"
             )
         self.metadata = dict(info.metadata)
-        self.layout: Int8Layout = layout_of(self.metadata)  # the family's parts and recipes, from the export
+        self.layout: Int8Layout = layout_of(self.metadata, str(fp32_path))  # the family's parts, from the export
         self.reader_info = reader.describe()
         self.first_batch = {reader.input_name: reader.batch(0)}
         self._tmp = tempfile.TemporaryDirectory(prefix="edge-ad-int8-")

@@ -30,8 +30,6 @@ from onnx import TensorProto, helper, numpy_helper
 from edge_ad import BUNDLE_FORMAT_VERSION
 from edge_ad.bundle import read_bundle
 from edge_ad.calibration import (
-    PARTS,
-    RECIPES,
     CalibrationReader,
     calibrate,
     measure_recipes,
@@ -39,6 +37,7 @@ from edge_ad.calibration import (
     quantize_int8,
     unquantized_layers,
 )
+from edge_ad.calibration.graph_parts import layout_of
 from edge_ad.calibration.quantize import (
     NUM_BINS,
     _entropy_threshold,
@@ -203,12 +202,13 @@ def test_int8_model_runs_in_onnxruntime(int8_path: Path, fp32_path: Path) -> Non
 def test_recipes_name_parts_of_the_exported_graph(calibration) -> None:
     model = calibration.prepared
     parts = graph_parts(model)
-    for part in PARTS:
+    layout = layout_of(model)  # SimpleNet's, as its export declares it
+    for part in layout.parts:
         assert part in parts.values(), f"no node of part {part!r} in the exported graph"
     assert parts["/backbone/conv1/Conv"] == "backbone" and parts["/parts.0/Conv"] == "discriminator"
     assert parts["/Conv"] == "aggregator" and parts["/out/Conv"] == "score"
     previous: frozenset[str] = frozenset()
-    for name in RECIPES:  # each recipe keeps strictly more in float than the one before
+    for name in layout.recipes:  # each recipe keeps strictly more in float than the one before
         nodes = resolve_exclude(model, name).nodes
         assert previous < nodes and "/head/Conv" in nodes
         previous = nodes
@@ -462,6 +462,13 @@ def test_export_command_says_what_the_choice_was_made_on(bundle: Path, fp32_path
 
 
 # ----------------------------------------------------------------------------- numerical correctness
+SYNTHETIC_LAYOUT = {  # what a family would declare for the graph below
+    "parts": {"head": ["/head/*"], "score": ["/out/*"], "backbone": ["/backbone/*"]},
+    "recipes": {"all": ["head"], "keep_head_fp": ["head", "score"]},
+    "default": "keep_head_fp",
+}
+
+
 def _synthetic_model(tmp: Path, precision: str = "fp32") -> Path:
     """A small well-conditioned edge-ad-like graph: two 3x3 convs + ReLU, a 1x1 scoring conv, and a head."""
     rng = np.random.default_rng(0)
@@ -510,6 +517,7 @@ def _synthetic_model(tmp: Path, precision: str = "fp32") -> Path:
             "image_size": "16",
             "threshold": "1.0",
             "score_stats": "{}",
+            "int8_layout": json.dumps(SYNTHETIC_LAYOUT),
         },
     )
     path = tmp / f"synthetic.{precision}.onnx"

@@ -12,7 +12,7 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from edge_ad.calibration.graph_parts import LEGACY_LAYOUT, Int8Layout, graph_parts, layout_of, quantized_nodes
+from edge_ad.calibration.graph_parts import LAYOUT_KEY, Int8Layout, graph_parts, layout_of, quantized_nodes
 from edge_ad.cli import app
 from edge_ad.data.images import read_image
 from edge_ad.export.op_check import check_ops
@@ -59,7 +59,8 @@ def _deviation(path: Path, batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> 
 
 def test_families_declare_image_score_and_int8_layout() -> None:
     assert SimpleNetGraph.image_score == "max" and NsaGraph.image_score == "mean"
-    assert SimpleNetGraph.int8_layout == LEGACY_LAYOUT  # graphs exported before the declaration read as SimpleNet's
+    simplenet = Int8Layout.from_dict(SimpleNetGraph.int8_layout)
+    assert set(simplenet.parts) == {"head", "score", "discriminator", "aggregator", "backbone"}
     nsa = Int8Layout.from_dict(NsaGraph.int8_layout)
     assert set(nsa.parts) == {"head", "output", "decoder", "encoder"} and nsa.default in nsa.recipes
     assert all("head" in kept for kept in nsa.recipes.values())
@@ -72,10 +73,49 @@ def test_fp32_export_declares_the_mean_score_and_the_nsa_layout(nsa_bundle: Path
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["image_score"] == "mean"
     layout = layout_of(model)
-    assert layout.declared and layout.to_dict() == json.loads(meta["int8_layout"]) == NsaGraph.int8_layout
+    assert layout.to_dict() == json.loads(meta["int8_layout"]) == NsaGraph.int8_layout
     parts = graph_parts(model)
     compute = [n.name for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose", "Sigmoid", "ReduceMean")]
     assert {parts[name] for name in compute} == {"encoder", "decoder", "output", "head"}
+
+
+def test_fresh_simplenet_export_reads_its_declared_layout(tiny_bundle: Path, tmp_path: Path) -> None:
+    from edge_ad.export.onnx_export import export_onnx
+
+    model = onnx.load(str(export_onnx(tiny_bundle, tmp_path / "simplenet.fp32.onnx", verify=False)))
+    assert layout_of(model).to_dict() == SimpleNetGraph.int8_layout
+    assert {"/backbone/conv1/Conv", "/out/Conv", "/head/Conv"} <= set(graph_parts(model))
+    assert graph_parts(model)["/backbone/conv1/Conv"] == "backbone"
+
+
+def _strip_layout(model: onnx.ModelProto) -> onnx.ModelProto:
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key != LAYOUT_KEY]
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, dict(kept))
+    return model
+
+
+def test_an_export_without_a_declared_layout_is_refused_in_one_line(nsa_bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    model = _strip_layout(onnx.load(str(nsa_bundle / "model.fp32.onnx")))
+    assert LAYOUT_KEY not in {p.key for p in model.metadata_props} and model.metadata_props
+    with pytest.raises(ValueError, match="declares no INT8 layout.*export it again with this version of edge-ad"):
+        layout_of(model)
+    with pytest.raises(ValueError, match="declares no INT8 layout"):
+        graph_parts(model)
+    # the CLI: the bundle's fp32 export is current (same weights), so it is read as it is and refused in one line
+    copy = Path(shutil.copytree(nsa_bundle, tmp_path / "bundle"))
+    onnx.save(model, str(copy / "model.fp32.onnx"))
+    result = runner.invoke(app, ["export", str(copy), "--precision", "int8", "--calib-method", "minmax"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert "declares no INT8 layout" in lines[0] and "export it again with this version of edge-ad" in lines[0]
+    assert not (copy / "model.int8.onnx").exists()
+    # doing what the line says mends it
+    assert runner.invoke(app, ["export", str(copy), "--precision", "fp32"]).exit_code == 0
+    assert layout_of(onnx.load(str(copy / "model.fp32.onnx"))).to_dict() == NsaGraph.int8_layout
 
 
 def test_fp16_export_checks_and_stays_close_to_fp32(nsa_bundle: Path, test_batch) -> None:
