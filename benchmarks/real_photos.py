@@ -54,6 +54,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # that land on the "very normal" side of D (smooth or dark patches on a busy texture). Training does not read
     # the score mode, so the "demo" weights are re-scored rather than trained again (``--rescore demo``).
     "two_sided": {"score_mode": "two_sided"},
+    # NSA: normal Poisson cloning on textures too (the reference mixes), so its anomalies can be smooth patches
+    "normal_blend": {"nsa_blend": "normal"},
+    # three times the good training crops (the same test crops): is it the amount of data?
+    "more_data": {"n_train": 120},
+    "more_data_normal_blend": {"n_train": 120, "nsa_blend": "normal"},
+    # SimpleNet with ImageNet weights from a file (--backbone-weights FILE) and the paper's model settings
+    "pretrained": {},
 }
 
 
@@ -64,6 +71,12 @@ def _preprocessing(variant: dict[str, Any]) -> Preprocessing:
 def train(family: str, data: Path, category: str, out: Path, variant: dict[str, Any], seed: int) -> Path:
     """One bundle from the tune split's folder (its training crops are the report split's too)."""
     pre = _preprocessing(variant)
+    if family == "simplenet" and variant.get("backbone_weights"):
+        return train_bundle(
+            data / "tune", out, category=category, backbone=BackboneSpec(weights=variant["backbone_weights"]),
+            preprocessing=pre, model_cfg=SimpleNetConfig(),
+            train_cfg=TrainConfig(epochs=variant.get("simplenet_epochs", DEMO_EPOCHS), seed=seed),
+        )
     if family == "simplenet":
         cfg = random_backbone_recipe(SimpleNetConfig())
         if "noise_std" in variant:
@@ -73,7 +86,10 @@ def train(family: str, data: Path, category: str, out: Path, variant: dict[str, 
             data / "tune", out, category=category, backbone=BackboneSpec(random=True), preprocessing=pre,
             model_cfg=cfg, train_cfg=TrainConfig(epochs=variant.get("simplenet_epochs", DEMO_EPOCHS), seed=seed),
         )
-    cfg = replace(NSA_CPU_DEMO, kind="texture", seed=seed, epochs=variant.get("nsa_epochs", NSA_CPU_DEMO.epochs))
+    cfg = replace(
+        NSA_CPU_DEMO, kind="texture", seed=seed, epochs=variant.get("nsa_epochs", NSA_CPU_DEMO.epochs),
+        blend=variant.get("nsa_blend", "auto"),
+    )
     return train_nsa_bundle(
         data / "tune", out, category=category, preprocessing=pre, model_cfg=NSA_CPU_DEMO_MODEL, train_cfg=cfg
     )
@@ -130,6 +146,12 @@ def run_one(
     return row
 
 
+def data_folder(work: Path, variant: dict[str, Any]) -> Path:
+    """The dataset a variant trains and tests on; only the number of training crops differs between folders."""
+    n_train = variant.get("n_train", 40)
+    return work / ("data" if n_train == 40 else f"data-n{n_train}")
+
+
 def _load(path: Path) -> dict[str, Any]:
     import json
 
@@ -147,10 +169,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--reuse", action="store_true", help="Re-evaluate bundles already trained (and recorded).")
     ap.add_argument("--rescore", choices=list(VARIANTS), help="Re-score this variant's SimpleNet bundles instead.")
+    ap.add_argument("--backbone-weights", help="WideResNet50-2 ImageNet weights file, for --variant pretrained.")
     args = ap.parse_args()
+    if (args.variant == "pretrained") != bool(args.backbone_weights):
+        ap.error("--variant pretrained and --backbone-weights FILE go together")
+    if args.backbone_weights:
+        VARIANTS["pretrained"]["backbone_weights"] = args.backbone_weights
     torch.set_num_threads(1)
-    data = args.work / "data"
-    make_photo_dataset(data, args.categories, seed=0)
+    data = data_folder(args.work, VARIANTS[args.variant])
+    make_photo_dataset(data, args.categories, seed=0, n_train=VARIANTS[args.variant].get("n_train", 40))
     for family in args.families:
         for category in args.categories:
             source = args.rescore or args.variant
@@ -169,7 +196,8 @@ def main() -> None:
                 dataset={
                     "builder": "edge_ad.data.photos.make_photo_dataset(seed=0)",
                     "source": "scikit-image wheel: skimage/data/{brick,grass,gravel}.png (512 x 512 greyscale)",
-                    "crop": CROP, "n_train": 40, "n_test_good": 16, "n_test_per_defect": 4, "defects": list(DEFECTS),
+                    "crop": CROP, "n_train": 40, "n_train_more_data": 120, "n_test_good": 16,
+                    "n_test_per_defect": 4, "defects": list(DEFECTS),
                     "splits": "tune = band 1 (rows 128-255), report = band 3 (rows 384-511); train = bands 0 and 2",
                 },
                 threads=1,
