@@ -40,6 +40,7 @@ from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, trai
 from edge_ad.training.trainer import TrainConfig  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "real_photos.json"
+N_TRAIN = 40  # make_photo_dataset's default
 
 #: Named settings, applied to every category. "demo" is each family's no-download recipe as shipped; the others
 #: change one thing each, chosen on the tune split only.
@@ -71,19 +72,15 @@ def _preprocessing(variant: dict[str, Any]) -> Preprocessing:
 def train(family: str, data: Path, category: str, out: Path, variant: dict[str, Any], seed: int) -> Path:
     """One bundle from the tune split's folder (its training crops are the report split's too)."""
     pre = _preprocessing(variant)
-    if family == "simplenet" and variant.get("backbone_weights"):
-        return train_bundle(
-            data / "tune", out, category=category, backbone=BackboneSpec(weights=variant["backbone_weights"]),
-            preprocessing=pre, model_cfg=SimpleNetConfig(),
-            train_cfg=TrainConfig(epochs=variant.get("simplenet_epochs", DEMO_EPOCHS), seed=seed),
-        )
     if family == "simplenet":
-        cfg = random_backbone_recipe(SimpleNetConfig())
+        weights = variant.get("backbone_weights")  # the paper's settings; without: the random-backbone recipe
+        cfg = SimpleNetConfig() if weights else random_backbone_recipe(SimpleNetConfig())
         if "noise_std" in variant:
             cfg.noise_std = variant["noise_std"]
         cfg.score_mode = variant.get("score_mode", cfg.score_mode)
+        backbone = BackboneSpec(weights=weights) if weights else BackboneSpec(random=True)
         return train_bundle(
-            data / "tune", out, category=category, backbone=BackboneSpec(random=True), preprocessing=pre,
+            data / "tune", out, category=category, backbone=backbone, preprocessing=pre,
             model_cfg=cfg, train_cfg=TrainConfig(epochs=variant.get("simplenet_epochs", DEMO_EPOCHS), seed=seed),
         )
     cfg = replace(
@@ -146,10 +143,15 @@ def run_one(
     return row
 
 
+def n_train_of(variant: dict[str, Any]) -> int:
+    """Good training crops per category a variant asks for (the photo set's 40 unless it says otherwise)."""
+    return int(variant.get("n_train", N_TRAIN))
+
+
 def data_folder(work: Path, variant: dict[str, Any]) -> Path:
     """The dataset a variant trains and tests on; only the number of training crops differs between folders."""
-    n_train = variant.get("n_train", 40)
-    return work / ("data" if n_train == 40 else f"data-n{n_train}")
+    n_train = n_train_of(variant)
+    return work / ("data" if n_train == N_TRAIN else f"data-n{n_train}")
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -177,7 +179,7 @@ def main() -> None:
         VARIANTS["pretrained"]["backbone_weights"] = args.backbone_weights
     torch.set_num_threads(1)
     data = data_folder(args.work, VARIANTS[args.variant])
-    make_photo_dataset(data, args.categories, seed=0, n_train=VARIANTS[args.variant].get("n_train", 40))
+    make_photo_dataset(data, args.categories, seed=0, n_train=n_train_of(VARIANTS[args.variant]))
     for family in args.families:
         for category in args.categories:
             source = args.rescore or args.variant
@@ -196,8 +198,8 @@ def main() -> None:
                 dataset={
                     "builder": "edge_ad.data.photos.make_photo_dataset(seed=0)",
                     "source": "scikit-image wheel: skimage/data/{brick,grass,gravel}.png (512 x 512 greyscale)",
-                    "crop": CROP, "n_train": 40, "n_train_more_data": 120, "n_test_good": 16,
-                    "n_test_per_defect": 4, "defects": list(DEFECTS),
+                    "crop": CROP, "n_train": N_TRAIN, "n_train_more_data": n_train_of(VARIANTS["more_data"]),
+                    "n_test_good": 16, "n_test_per_defect": 4, "defects": list(DEFECTS),
                     "splits": "tune = band 1 (rows 128-255), report = band 3 (rows 384-511); train = bands 0 and 2",
                 },
                 threads=1,

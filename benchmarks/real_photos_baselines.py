@@ -64,9 +64,11 @@ def _knn_distance(bank: torch.Tensor, queries: torch.Tensor, k: int = 3) -> torc
     return torch.cat(out)
 
 
-def local_stats_knn(train_dir: Path, category_dir: Path, seed: int = 0) -> dict[str, float]:
-    """Fit on ``train_dir``'s good crops, score ``category_dir``'s test split: image and pixel AUROC."""
-    train = np.concatenate([local_stats(read_image(p)).reshape(-1, 3 * len(SCALES)) for p in train_images(train_dir)])
+def local_stats_knn(category_dir: Path, seed: int = 0) -> dict[str, float]:
+    """Fit on the category's good training crops, score its test split: image and pixel AUROC."""
+    train = np.concatenate(
+        [local_stats(read_image(p)).reshape(-1, 3 * len(SCALES)) for p in train_images(category_dir)]
+    )
     mu, sd = train.mean(0), train.std(0) + 1e-6
     pick = np.random.default_rng(seed).choice(len(train), min(BANK, len(train)), replace=False)
     bank = torch.from_numpy((train[pick] - mu) / sd)
@@ -100,7 +102,7 @@ def main() -> None:
     for category in args.categories:
         for split in SPLITS:
             folder = data / split / category
-            row = {"local_stats_knn": local_stats_knn(folder, folder)}
+            row = {"local_stats_knn": local_stats_knn(folder)}
             row["random_backbone"] = probe(load_split(folder, pre), "isometric", pre.image_size, seed=0)
             results["runs"].setdefault(category, {})[split] = row
             stats, mix = row["local_stats_knn"], row["random_backbone"]["simplenet_features"]

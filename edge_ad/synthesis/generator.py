@@ -13,7 +13,7 @@ import numpy as np
 
 from edge_ad.synthesis.foreground import estimate_background, foreground_mask
 from edge_ad.synthesis.nsa import Synthetic, _check_image, synthesize
-from edge_ad.synthesis.params import AUTO, LABEL_MODES, NsaParams
+from edge_ad.synthesis.params import AUTO, NsaParams, check_label
 
 __all__ = ["NsaGenerator", "example_rng"]
 
@@ -51,8 +51,7 @@ class NsaGenerator:
     ) -> None:
         if len(images) < 2:
             raise ValueError(f"NSA needs at least 2 good images (patches come from another image), got {len(images)}")
-        if label not in LABEL_MODES:
-            raise ValueError(f"label must be one of {', '.join(LABEL_MODES)}, got {label!r}")
+        check_label(label)
         for i, im in enumerate(images):
             _check_image(im, f"image {i}")
         self.images = list(images)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge_ad.synthesis.params import LABEL_MODES
+from edge_ad.synthesis.params import check_label
 
 __all__ = ["disk_median", "make_label"]
 
@@ -57,8 +57,7 @@ def make_label(
     levels, 5x5 median-filtered. ``continuous`` is the disk-median of the change inside that mask divided by 255;
     ``logistic`` is ``mask / (1 + exp(-k (change - x0)))`` on the same filtered change.
     """
-    if mode not in LABEL_MODES:
-        raise ValueError(f"label must be one of {', '.join(LABEL_MODES)}, got {mode!r}")
+    check_label(mode)
     change = np.abs(original.astype(np.float32) - blended.astype(np.float32)).mean(axis=-1)
     mask = ((patch_area > 0) & (change > tol)).astype(np.uint8)
     mask = cv2.medianBlur(mask, 5)

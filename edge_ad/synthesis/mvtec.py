@@ -27,7 +27,7 @@ from edge_ad.data.layout import resolve_category, train_images
 from edge_ad.io import atomic_write_bytes, atomic_write_json
 from edge_ad.synthesis.generator import NsaGenerator
 from edge_ad.synthesis.nsa import Synthetic
-from edge_ad.synthesis.params import LABEL_MODES, Background, Kind, params_for
+from edge_ad.synthesis.params import Background, Kind, check_label, params_for
 from edge_ad.synthesis.sets import synthetic_set
 
 __all__ = ["DEFECT", "SynthReport", "preview_grid", "write_synthetic"]
@@ -107,8 +107,7 @@ def write_synthetic(
     under ``out/<category>/`` in MVTec layout. ``background`` overrides the category's (a tuple, ``"auto"`` or None);
     ``blend`` its Poisson blending (``auto``: the reference's rule for its kind).
     """
-    if label not in LABEL_MODES:
-        raise ValueError(f"label must be one of {', '.join(LABEL_MODES)}, got {label!r}")
+    check_label(label)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"the number of examples must be an integer >= 1, got {n!r}")
     cat_dir = resolve_category(data, category)

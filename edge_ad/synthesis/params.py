@@ -21,6 +21,8 @@ __all__ = [
     "LABEL_MODES",
     "Background",
     "NsaParams",
+    "check_blend",
+    "check_label",
     "known_categories",
     "params_for",
     "parse_background",
@@ -106,6 +108,18 @@ class NsaParams:
         return cls(**{k: tup(v) for k, v in d.items() if k in names})  # type: ignore[arg-type]
 
 
+def check_label(mode: str) -> None:
+    """One clear ValueError for a label mode that is not one of :data:`LABEL_MODES`."""
+    if mode not in LABEL_MODES:
+        raise ValueError(f"label must be one of {', '.join(LABEL_MODES)}, got {mode!r}")
+
+
+def check_blend(blend: str) -> None:
+    """One clear ValueError for a blend that is not one of :data:`BLENDS`."""
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
+
+
 def _finite(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -136,8 +150,7 @@ def _check(p: NsaParams) -> None:
         raise ValueError(f"logistic must be (k > 0, x0), got {p.logistic!r}")
     if not (_finite(p.label_tol) and p.label_tol >= 0):
         raise ValueError(f"label_tol must be >= 0, got {p.label_tol!r}")
-    if p.blend not in BLENDS:
-        raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {p.blend!r}")
+    check_blend(p.blend)
     _check_background(p.background)
 
 

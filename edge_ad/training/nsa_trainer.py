@@ -35,7 +35,8 @@ from edge_ad.io import atomic_write_with
 from edge_ad.models.nsa import STRIDE, NsaConfig, NsaModel
 from edge_ad.progress import console, progress_bar
 from edge_ad.runtimes.torch_runtime import TorchRuntime
-from edge_ad.synthesis import BLENDS, LABEL_MODES, NsaGenerator, batch_stream, params_for
+from edge_ad.synthesis import NsaGenerator, batch_stream, params_for
+from edge_ad.synthesis.params import check_blend, check_label
 from edge_ad.synthesis.validation import Predict, ValidationScores, ValidationSet, score_validation_set
 from edge_ad.training.epoch_validation import (
     EpochValidation,
@@ -75,14 +76,12 @@ class NsaTrainConfig:
 
     def __post_init__(self) -> None:
         check_validation_settings(self.select, self.synthetic_per_image, self.validate_every)
-        if self.label not in LABEL_MODES:
-            raise ValueError(f"label must be one of {', '.join(LABEL_MODES)}, got {self.label!r}")
+        check_label(self.label)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
         if self.kind not in (None, "object", "texture"):
             raise ValueError(f"kind must be object or texture, got {self.kind!r}")
-        if self.blend not in BLENDS:
-            raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {self.blend!r}")
+        check_blend(self.blend)
         if not 0 <= self.crop_jitter < 1:
             raise ValueError(f"crop_jitter must be in [0, 1), got {self.crop_jitter}")
 
