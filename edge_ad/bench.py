@@ -4,7 +4,8 @@ Each configuration is warmed up, then timed per batch: latency p50/p90/p99, imag
 the paper's 77 FPS (RTX 3080 Ti) and to the reference baseline (the authors' inference path, measured in the
 same run on the same device), peak host and device memory. Stages are timed separately: preprocessing,
 network (the runtime's ``predict``, which includes the in-graph post-processing), post-processing alone (the
-numpy head on the patch map, for scale), and end to end from image files (decode + preprocess + predict).
+numpy form of the head the graph declares -- image score max or mean, its smoothing sigma -- on the runtime's own
+patch map, for scale), and end to end from image files (decode + preprocess + predict).
 CPU timing uses a monotonic clock; CUDA timing of torch rows uses CUDA events and synchronises before reading
 them. Rows of other backends on ``--device cuda`` (onnxruntime, TensorRT) use the monotonic clock, which is exact
 for them because ``predict`` returns host arrays only when the device work is done.
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from edge_ad import __version__
+from edge_ad.bench_head import numpy_head, patch_map_of
 from edge_ad.bench_memory import DeviceMemory, device_memory_used
 from edge_ad.bench_target import PAPER_FPS, artifact_metadata, paper_fps_for, target_preprocessing
 from edge_ad.bundle import file_sha256, read_bundle
@@ -43,7 +45,6 @@ from edge_ad.data.images import list_images, read_image
 from edge_ad.data.layout import resolve_category, train_images
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of
-from edge_ad.postprocess.numpy_ops import postprocess
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 EXTRA_BACKENDS = ("torch-tensorrt",)  # named explicitly, not part of "all" (needs the torch-tensorrt extra)
@@ -389,6 +390,7 @@ def _bench_runtime(
 
         overall = evaluate(runtime, Path(plan.data), preprocessing)["overall"]
         metrics = {k: round(v, 4) for k, v in overall.items() if k in ("image_auroc", "pixel_auroc")}
+    head = numpy_head(runtime)
     rows = []
     for b in plan.batches:
         batch_imgs = plan.images[:b]
@@ -398,8 +400,8 @@ def _bench_runtime(
             time_calls(lambda x=x, rt=runtime: rt.predict(x), plan.warmup, iters, sync), b
         )
         pre = time_calls(lambda imgs=batch_imgs: preprocessing.batch(imgs), 1, max(2, iters // 2))
-        patch = _patch_map_for(runtime, x)
-        post = time_calls(lambda p=patch: postprocess(p, (size, size)), 1, max(2, iters // 2))
+        patch = patch_map_of(runtime, x)
+        post = time_calls(lambda p=patch: head(p, (size, size)), 1, max(2, iters // 2))
         e2e = time_calls(  # from image files: decode + preprocess + predict
             lambda fs=plan.files[:b], rt=runtime: rt.predict(preprocessing.batch([read_image(f) for f in fs])),
             1,
@@ -417,16 +419,6 @@ def _bench_runtime(
     del runtime
     memory.release()
     return rows
-
-
-def _patch_map_for(runtime: Any, x: np.ndarray) -> np.ndarray:
-    """A patch-score map to time the post-processing on (the runtime's own when it exposes one)."""
-    if hasattr(runtime, "patch_scores"):
-        patch = np.asarray(runtime.patch_scores(x).cpu().numpy())[:, 0]
-    else:
-        grid = x.shape[-1] // 8
-        patch = np.random.default_rng(0).standard_normal((x.shape[0], grid, grid)).astype(np.float32)
-    return patch
 
 
 def _row(

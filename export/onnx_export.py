@@ -51,7 +51,7 @@ from edge_ad import BUNDLE_FORMAT_VERSION, __version__
 from edge_ad.bundle import WEIGHTS_NAME, BundleError, BundleInfo, file_sha256
 from edge_ad.io import atomic_path
 from edge_ad.models.registry import load_model
-from edge_ad.postprocess.image_score import IMAGE_SCORE_KEY, IMAGE_SCORES
+from edge_ad.postprocess.image_score import IMAGE_SCORE_KEY, IMAGE_SCORES, SMOOTHING_SIGMA_KEY, HeadDeclaration
 from edge_ad.runtimes.onnx_runtime import INPUT_NAME, REQUIRED_METADATA
 from edge_ad.runtimes.onnx_runtime import OUTPUT_NAMES as RUNTIME_OUTPUTS
 
@@ -85,7 +85,7 @@ OUTPUT_NAMES = (*RUNTIME_OUTPUTS, "patch_scores")
 # torch-free runtime needs to run it, plus provenance.
 METADATA_KEYS = ("edge_ad_version", *REQUIRED_METADATA, "bundle_weights_sha256", "model_config")
 # What the family's graph declares for the torch-free stages (see graph_metadata).
-GRAPH_METADATA_KEYS = (IMAGE_SCORE_KEY, "int8_layout")
+GRAPH_METADATA_KEYS = (IMAGE_SCORE_KEY, SMOOTHING_SIGMA_KEY, "int8_layout")
 MIN_OPSET, MAX_OPSET = 13, 20  # TensorRT 10.0's ONNX parser reads opsets 9..20
 FP16_MAX = 65504.0
 # Parity of the exported graph against the fp32 torch graph on the export's check batch, as a fraction of the
@@ -125,16 +125,17 @@ def onnx_metadata(info: BundleInfo, precision: str) -> dict[str, str]:
 
 def graph_metadata(graph: nn.Module) -> dict[str, str]:
     """The ``metadata_props`` a family's inference graph declares (:data:`GRAPH_METADATA_KEYS`): how its image score
-    is made from the map (``max`` or ``mean``: the CUDA post-processing kernel computes the max) and its INT8
-    layout (parts and recipes, JSON; read by :mod:`edge_ad.calibration.graph_parts`). A graph that declares
-    neither is refused, so no export leaves calibration or the runtimes guessing."""
-    image_score = getattr(graph, "image_score", None)
+    is made from the map (``max`` or ``mean``: the CUDA post-processing kernel computes the max), the map's
+    smoothing sigma, and its INT8 layout (parts and recipes, JSON; read by :mod:`edge_ad.calibration.graph_parts`).
+    A graph that declares none of them is refused, so no export leaves calibration or the runtimes guessing."""
     layout = getattr(graph, "int8_layout", None)
-    if image_score not in IMAGE_SCORES or not isinstance(layout, dict):
-        raise ExportError(
-            f"{type(graph).__name__} must declare image_score (one of {IMAGE_SCORES}) and int8_layout to be exported"
-        )
-    return {IMAGE_SCORE_KEY: str(image_score), "int8_layout": json.dumps(layout)}
+    try:
+        head = HeadDeclaration.metadata_of_graph(graph)
+    except ValueError as exc:
+        raise ExportError(f"{exc} to be exported") from None
+    if not isinstance(layout, dict):
+        raise ExportError(f"{type(graph).__name__} must declare its int8_layout to be exported")
+    return {**head, "int8_layout": json.dumps(layout)}
 
 
 # Inputs that must stay float32 whatever the data type (ONNX spec: Resize's roi and scales, Upsample's scales).
@@ -361,9 +362,7 @@ def _threshold_sets(info: BundleInfo) -> tuple[ThresholdSets | None, str]:
     return sets, ""
 
 
-def _own_threshold(
-    proto: onnx.ModelProto, info: BundleInfo, precision: str, sets: ThresholdSets
-) -> dict[str, Any]:
+def _own_threshold(proto: onnx.ModelProto, info: BundleInfo, precision: str, sets: ThresholdSets) -> dict[str, Any]:
     """The bundle's threshold rule applied to this graph's own scores on ``sets`` (:func:`_threshold_sets`)."""
     from edge_ad.calibration.selection import basis_statistics, run_model
     from edge_ad.runtimes.onnx_runtime import OnnxRuntime
@@ -470,4 +469,3 @@ def export_onnx_checked(
     with atomic_path(out) as tmp:
         tmp.write_bytes(proto.SerializeToString())
     return ExportResult(out, precision, op_check, parity, threshold)
-

@@ -269,3 +269,38 @@ def test_a_mean_scored_graph_refuses_the_cuda_kernel_in_the_builder_and_the_runt
         tr.TensorRTRuntime(engine, buffers=FakeBuffers(), postprocess="cuda")
     max_onnx = tiny_edge_onnx(tmp_path / "max" / "model.fp32.onnx", "fp32", batch="batch")  # SimpleNet-like: allowed
     assert tb.build_engine(max_onnx, options=tb.BuildOptions("fp32", max_batch=4, head="cuda")).is_file()
+
+
+@pytest.mark.parametrize("sigma", ["2.0", None])
+def test_cuda_head_smooths_with_the_sigma_the_onnx_declares(
+    fake_trt, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sigma: str | None
+) -> None:
+    """The kernel is made with the graph's declared smoothing sigma (4, SimpleNet's, for exports without the key);
+    a numpy stand-in computes what the real kernel is held to (tests/test_cuda_kernel.py)."""
+    from edge_ad.postprocess.numpy_ops import postprocess
+    from edge_ad.runtimes import cuda_postprocess
+
+    class NumpyKernel:
+        backend = "fake"
+
+        def __init__(self, patch_hw: tuple[int, int], out_hw: tuple[int, int], sigma: float = 4.0, **_: object):
+            self.out_hw, self.sigma = out_hw, sigma
+
+        def __call__(self, patch: FakeDeviceArray) -> tuple[np.ndarray, np.ndarray]:
+            return postprocess(patch.get(), self.out_hw, self.sigma)
+
+    monkeypatch.setattr(cuda_postprocess, "CudaAnomalyMap", NumpyKernel)
+    metadata = {} if sigma is None else {"smoothing_sigma": sigma}
+    onnx = tiny_edge_onnx(tmp_path / "model.fp32.onnx", "fp32", batch=2, metadata=metadata)
+    engine = tb.build_engine(onnx, options=tb.BuildOptions("fp32", head="cuda"))
+    rt = tr.TensorRTRuntime(engine, buffers=FakeBuffers())
+    assert rt.postprocess == "cuda" and rt._head.sigma == (4.0 if sigma is None else 2.0)
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    x = images(2)
+    (patch,) = session.run(["patch_scores"], {"images": x})
+    scores, maps = rt.predict(x)
+    want_scores, want_maps = postprocess(patch, (32, 32), rt._head.sigma)
+    np.testing.assert_allclose(maps, want_maps, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-6, atol=1e-6)
+    if sigma is not None:  # and it is not the default's map
+        assert not np.allclose(maps, postprocess(patch, (32, 32), 4.0)[1], atol=1e-4)

@@ -225,7 +225,8 @@ class NsaGraph(nn.Module):
     ``parts``, ``out``, ``head``) so the torch runtime's fp16 split (network half, head float) applies unchanged.
 
     Declared for the stages after export (see :class:`~edge_ad.models.simplenet.SimpleNetGraph`): the image score
-    is the map's mean (so the max-computing CUDA kernel cannot stand in for the head), and the INT8 layout:
+    is the map's mean (so the max-computing CUDA kernel cannot stand in for the head), the map's smoothing sigma
+    (the config's), and the INT8 layout:
     encoder, decoder, the last 7x7 transposed conv to one channel, and a head (sigmoid, mean, optional
     smoothing) that every recipe keeps in float.
     """
@@ -253,7 +254,8 @@ class NsaGraph(nn.Module):
         self.backbone = model.encoder
         self.parts = nn.ModuleList([model.decoder])
         self.out = model.out
-        self.head = NsaHead((model.image_size, model.image_size), model.config.smoothing_sigma)
+        self.smoothing_sigma = float(model.config.smoothing_sigma)  # declared, with image_score (see above)
+        self.head = NsaHead((model.image_size, model.image_size), self.smoothing_sigma)
         self.eval()  # no requires_grad_(False): the modules are the model's own, which may train on
 
     def patch_scores(self, images: Tensor) -> Tensor:

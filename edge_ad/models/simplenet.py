@@ -219,7 +219,8 @@ class SimpleNetGraph(nn.Module):
     and the adapter output are never materialised.
 
     Declared for the stages after export (written into the ONNX metadata, read there without torch): the image
-    score is the patch map's maximum (what the fused CUDA kernel computes), and the INT8 layout names the graph's
+    score is the patch map's maximum (what the fused CUDA kernel computes), the map's smoothing sigma (the
+    config's, 4 by the paper; the kernel and the numpy head take it from there), and the INT8 layout names the graph's
     parts by ONNX node-name patterns and the recipes as the parts kept in float, from most to least quantized.
     """
 
@@ -274,6 +275,7 @@ class SimpleNetGraph(nn.Module):
         self.out.weight.data = w2[:, :, None, None].float().clone()
         self.two_sided = cfg.score_mode == "two_sided"
         self.score_center = float(cfg.score_center)
+        self.smoothing_sigma = float(cfg.smoothing_sigma)  # declared, with image_score, for the stages after export
         self.head = AnomalyMapHead((model.image_size, model.image_size), sigma=cfg.smoothing_sigma)
         self.requires_grad_(False)
         self.eval()

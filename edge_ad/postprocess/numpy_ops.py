@@ -118,14 +118,24 @@ def postprocess(
     out_size: tuple[int, int],
     sigma: float = SIGMA,
     truncate: float = TRUNCATE,
+    image_score: str = "max",
 ) -> tuple[np.ndarray, np.ndarray]:
     """``patch_scores[N, h, w]`` (or ``[N, 1, h, w]``) -> ``(image_score[N], anomaly_map[N, H, W])``.
 
-    The image score is the max of the raw patch map; the anomaly map is
-    ``gaussian_smooth(resize_bilinear(patch_scores, out_size))``.
+    The image score is the ``image_score`` ("max", SimpleNet's; "mean", NSA's) of the raw patch map; the anomaly
+    map is ``gaussian_smooth(resize_bilinear(patch_scores, out_size))``, or only the resize for ``sigma=0``. The
+    arguments are what a graph declares (:class:`~edge_ad.postprocess.image_score.HeadDeclaration`).
     """
+    if image_score not in ("max", "mean"):
+        raise ValueError(f"image_score must be max or mean, got {image_score!r}")
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
     arr = _as_maps(patch_scores)
+    flat = arr.reshape(arr.shape[0], -1)
+    scores = flat.max(axis=1) if image_score == "max" else flat.mean(axis=1, dtype=np.float64)
+    if sigma == 0:
+        size = (int(out_size[0]), int(out_size[1]))
+        return scores.astype(_out_dtype(arr), copy=False), resize_bilinear(arr, size)
     size = _check_size(out_size, sigma, truncate)
-    image_score = arr.reshape(arr.shape[0], -1).max(axis=1).astype(_out_dtype(arr), copy=False)
     anomaly_map = gaussian_smooth(resize_bilinear(arr, size), sigma, truncate)
-    return image_score, anomaly_map
+    return scores.astype(_out_dtype(arr), copy=False), anomaly_map

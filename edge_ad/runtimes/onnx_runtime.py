@@ -19,12 +19,14 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 from edge_ad import BUNDLE_FORMAT_VERSION, __version__
 from edge_ad.bundle import BundleError, finite_threshold
 from edge_ad.data.preprocess import Preprocessing
+from edge_ad.postprocess.image_score import HeadDeclaration
 from edge_ad.runtimes.base import check_batch
 
 __all__ = ["REQUIRED_METADATA", "OnnxRuntime"]
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("image_score", "anomaly_map")
+PATCH_OUTPUT = "patch_scores"
 REQUIRED_METADATA = (
     "bundle_format_version",
     "family",
@@ -144,6 +146,10 @@ class OnnxRuntime:
         self.edge_ad_version = meta.get("edge_ad_version", "?")
         self.bundle_weights_sha256 = meta.get("bundle_weights_sha256")
         self.metadata = dict(meta)
+        try:
+            self.head = HeadDeclaration.of_metadata(meta, str(self.path))
+        except ValueError as exc:
+            raise BundleError(str(exc)) from None
         if self.preprocessing.image_size != self.image_size:
             raise BundleError(
                 f"{self.path}: preprocessing size {self.preprocessing.image_size} != model {self.image_size}"
@@ -156,6 +162,7 @@ class OnnxRuntime:
         outputs = {o.name for o in self.session.get_outputs()}
         if not set(OUTPUT_NAMES) <= outputs:
             raise BundleError(f"{self.path} lacks outputs {sorted(set(OUTPUT_NAMES) - outputs)}")
+        self.has_patch_scores = PATCH_OUTPUT in outputs
         shape = list(inputs[0].shape)
         if len(shape) != 4 or shape[1:] != [3, self.image_size, self.image_size]:
             raise BundleError(f"{self.path}: input shape {shape} does not match image size {self.image_size}")
@@ -163,29 +170,38 @@ class OnnxRuntime:
         self.batch_size: int | None = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
 
     # ----------------------------------------------------------------- inference
-    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        score, amap = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
-        return np.asarray(score, dtype=np.float32), np.asarray(amap, dtype=np.float32)
+    def _run(self, batch: np.ndarray, names: tuple[str, ...]) -> list[np.ndarray]:
+        return [np.asarray(out, dtype=np.float32) for out in self.session.run(list(names), {INPUT_NAME: batch})]
 
-    def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        arr = check_batch(batch, self.image_size)
-        n = arr.shape[0]
-        if n == 0:
-            return np.zeros((0,), np.float32), np.zeros((0, self.image_size, self.image_size), np.float32)
+    def _run_batch(self, arr: np.ndarray, names: tuple[str, ...]) -> list[np.ndarray]:
+        """``names``' outputs for a checked batch of any size: one call, or chunks of the static batch (the last
+        zero-padded)."""
         step = self.batch_size
-        if step is None or n == step:
-            return self._run(arr)
-        scores, maps = [], []
-        for start in range(0, n, step):
+        if step is None or arr.shape[0] == step:
+            return self._run(arr, names)
+        parts: list[list[np.ndarray]] = []
+        for start in range(0, arr.shape[0], step):
             chunk = arr[start : start + step]
             valid = chunk.shape[0]
             if valid < step:
                 pad = np.zeros((step - valid, *chunk.shape[1:]), dtype=np.float32)
                 chunk = np.concatenate([chunk, pad])
-            score, amap = self._run(chunk)
-            scores.append(score[:valid])
-            maps.append(amap[:valid])
-        return np.concatenate(scores), np.concatenate(maps)
+            parts.append([out[:valid] for out in self._run(chunk, names)])
+        return [np.concatenate(outs) for outs in zip(*parts, strict=True)]
+
+    def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        arr = check_batch(batch, self.image_size)
+        if arr.shape[0] == 0:
+            return np.zeros((0,), np.float32), np.zeros((0, self.image_size, self.image_size), np.float32)
+        score, amap = self._run_batch(arr, OUTPUT_NAMES)
+        return score, amap
+
+    def patch_scores(self, batch: np.ndarray) -> np.ndarray:
+        """The graph's raw patch map ``[N, 1, h, w]`` (the head's input; what ``edge-ad bench`` times the numpy head
+        on, with :attr:`head`)."""
+        if not self.has_patch_scores:
+            raise BundleError(f"{self.path} has no {PATCH_OUTPUT} output (re-export it with `edge-ad export`)")
+        return self._run_batch(check_batch(batch, self.image_size), (PATCH_OUTPUT,))[0]
 
     def __repr__(self) -> str:
         batch = self.batch_size if self.batch_size is not None else "dynamic"

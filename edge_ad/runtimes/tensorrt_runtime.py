@@ -45,7 +45,7 @@ from edge_ad.export.tensorrt_builder import (
     import_tensorrt,
     read_sidecar,
 )
-from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of
+from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of, smoothing_sigma_of
 from edge_ad.runtimes.base import check_batch
 
 __all__ = ["EngineMismatch", "TensorRTRuntime", "check_engine_matches", "is_jetson", "make_buffers"]
@@ -349,7 +349,10 @@ class TensorRTRuntime:
                 # cupy wraps any device pointer; without it the kernel must use the buffer layer's own binding
                 kind = None if importlib.util.find_spec("cupy") else getattr(self.buffers, "name", None)
                 backend = kind if kind in ("torch", "pycuda") else None
-                self._head = CudaAnomalyMap(tuple(grid), (self.image_size, self.image_size), backend=backend)
+                sigma = smoothing_sigma_of(meta, str(self.path))  # the graph's own, as exported
+                self._head = CudaAnomalyMap(
+                    tuple(grid), (self.image_size, self.image_size), sigma=sigma, backend=backend
+                )
         except BaseException:
             if isinstance(buffers, str):
                 self.buffers.close()  # release the CUDA context this constructor retained

@@ -49,7 +49,8 @@ class TorchRuntime:
             from edge_ad.runtimes.cuda_postprocess import CudaAnomalyMap
 
             grid = (model.grid_size, model.grid_size)
-            self._kernel = CudaAnomalyMap(grid, (model.image_size, model.image_size), backend="torch")
+            size = (model.image_size, model.image_size)
+            self._kernel = CudaAnomalyMap(grid, size, sigma=self.graph.smoothing_sigma, backend="torch")
 
     @torch.no_grad()
     def patch_scores(self, batch: np.ndarray) -> torch.Tensor:
