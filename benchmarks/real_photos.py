@@ -119,13 +119,14 @@ def evaluate_split(bundle: Path, category_dir: Path, score_mode: str | None = No
 
 def run_one(
     family: str, data: Path, work: Path, category: str, name: str, seed: int, reuse: dict[str, Any] | None = None,
-    rescore: str | None = None,
+    rescore: str | None = None, variant: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train (or, with ``reuse``, the earlier row of an existing bundle: evaluate only) and evaluate both splits.
 
     ``rescore``: evaluate variant ``rescore``'s bundle with this variant's score mode instead of training.
+    ``variant``: the settings, when the command line completes them (default: ``VARIANTS[name]`` as it is).
     """
-    variant = VARIANTS[name]
+    variant = VARIANTS[name] if variant is None else variant
     bundle = work / "models" / (rescore or name) / family / category
     if rescore:
         seconds = reuse["train_seconds"] if reuse else float("nan")
@@ -175,18 +176,19 @@ def main() -> None:
     args = ap.parse_args()
     if (args.variant == "pretrained") != bool(args.backbone_weights):
         ap.error("--variant pretrained and --backbone-weights FILE go together")
+    settings = dict(VARIANTS[args.variant])  # the table itself is never changed
     if args.backbone_weights:
-        VARIANTS["pretrained"]["backbone_weights"] = args.backbone_weights
+        settings["backbone_weights"] = args.backbone_weights
     torch.set_num_threads(1)
-    data = data_folder(args.work, VARIANTS[args.variant])
-    make_photo_dataset(data, args.categories, seed=0, n_train=n_train_of(VARIANTS[args.variant]))
+    data = data_folder(args.work, settings)
+    make_photo_dataset(data, args.categories, seed=0, n_train=n_train_of(settings))
     for family in args.families:
         for category in args.categories:
             source = args.rescore or args.variant
             earlier = _load(args.out).get("runs", {}).get(source, {}).get(family, {}).get(category)
             row = run_one(
                 family, data, args.work, category, args.variant, args.seed,
-                earlier if (args.reuse or args.rescore) else None, rescore=args.rescore,
+                earlier if (args.reuse or args.rescore) else None, rescore=args.rescore, variant=settings,
             )
             print(f"{args.variant} {family} {category}: tune {row['tune']['image_auroc']:.3f} / "
                   f"{row['tune']['pixel_auroc']:.3f}, report {row['report']['image_auroc']:.3f} / "

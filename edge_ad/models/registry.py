@@ -11,13 +11,15 @@ from typing import Any
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
+from torch import Tensor
 
 from edge_ad.bundle import CONFIG_NAME, WEIGHTS_NAME, BundleError, BundleInfo, read_bundle, write_config
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.io import atomic_write_with
 from edge_ad.models.nsa import NsaConfig, NsaModel
 from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
+
+AnomalyModel = SimpleNet | NsaModel  # the torch model of every registered family
 
 
 def _build_simplenet(info: BundleInfo) -> SimpleNet:
@@ -28,11 +30,11 @@ def _build_nsa(info: BundleInfo) -> NsaModel:
     return NsaModel(NsaConfig.from_dict(info.model), image_size=info.image_size)
 
 
-FAMILIES: dict[str, Callable[[BundleInfo], nn.Module]] = {"simplenet": _build_simplenet, "nsa": _build_nsa}
+FAMILIES: dict[str, Callable[[BundleInfo], AnomalyModel]] = {"simplenet": _build_simplenet, "nsa": _build_nsa}
 
 
 def save_model(
-    model: SimpleNet,
+    model: AnomalyModel,
     bundle_dir: str | Path,
     *,
     preprocessing: Preprocessing,
@@ -61,7 +63,7 @@ def save_model(
     return bundle_dir
 
 
-def load_model(bundle: str | Path | BundleInfo) -> tuple[SimpleNet, BundleInfo]:
+def load_model(bundle: str | Path | BundleInfo) -> tuple[AnomalyModel, BundleInfo]:
     """Rebuild a bundle's torch model in eval mode; refuses unknown families and mismatched weights."""
     info = bundle if isinstance(bundle, BundleInfo) else read_bundle(bundle)
     builder = FAMILIES.get(info.family)
