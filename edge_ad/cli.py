@@ -54,7 +54,7 @@ def train(
     ),
     random_backbone: bool = typer.Option(False, help="Use randomly initialised backbone weights (demo/testing)."),
     random_init: str = typer.Option(
-        "isometric", help="Random backbone draw: isometric (keeps image detail through depth) or torchvision."
+        None, help="Random backbone draw: isometric (default; keeps image detail through depth) or torchvision."
     ),
     image_size: int = typer.Option(224, help="Network input side (paper 224; authors' MVTec script 288)."),
     resize: int = typer.Option(256, help="Shorter side before the centre crop (paper 256; authors 329)."),
@@ -63,8 +63,8 @@ def train(
     batch_size: int = typer.Option(None, help="Images per step (SimpleNet: 8; NSA: its preset's)."),
     noise_std: float = typer.Option(None, help="Anomaly noise sigma (paper 0.015; random-backbone recipe 0.2)."),
     score_mode: str = typer.Option(None, help="negative (paper: -D) or two_sided (|D - c|)."),
-    adapter_lr: float = typer.Option(1e-4),
-    disc_lr: float = typer.Option(2e-4),
+    adapter_lr: float = typer.Option(None, help="SimpleNet adapter learning rate (paper 1e-4)."),
+    disc_lr: float = typer.Option(None, help="SimpleNet discriminator learning rate (paper 2e-4)."),
     holdout: float = typer.Option(0.1, help="Share of good training images held out to set the threshold."),
     seed: int = typer.Option(0),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
@@ -116,11 +116,13 @@ def train(
             "select": select,
             "synthetic_per_image": synthetic_per_image,
         },
-        simplenet={
-            "backbone_weights": backbone_weights, "random_backbone": random_backbone, "random_init": random_init,
-            "noise_std": noise_std, "score_mode": score_mode, "adapter_lr": adapter_lr, "disc_lr": disc_lr,
+        family_options={
+            "simplenet": {
+                "backbone_weights": backbone_weights, "random_backbone": random_backbone, "random_init": random_init,
+                "noise_std": noise_std, "score_mode": score_mode, "adapter_lr": adapter_lr, "disc_lr": disc_lr,
+            },
+            "nsa": {"preset": preset, "label": label, "blend": blend},
         },
-        nsa={"preset": preset, "label": label, "blend": blend},
     )
     out.print(f"model bundle: {out_dir}")
 

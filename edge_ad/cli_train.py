@@ -7,6 +7,8 @@ command stays in cli.py; bad values end as :class:`UserError` or ``ValueError`` 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,27 +30,24 @@ def run_train(
     resume: bool,
     keep_checkpoint: bool,
     common: dict[str, Any],
-    simplenet: dict[str, Any],
-    nsa: dict[str, Any],
+    family_options: dict[str, dict[str, Any]],
 ) -> None:
     """Train ``model`` and write its bundle. ``common``: train-config fields every family has (None: the family's
-    default); ``simplenet`` / ``nsa``: options only that family takes (None: not given)."""
+    default); ``family_options``: family -> the options only that family takes (None or False: not given). An
+    option of another family is refused in one line rather than ignored."""
     from edge_ad.data.preprocess import Preprocessing
 
+    family = _FAMILIES.get(model)
+    if family is None:
+        raise UserError(f"unknown --model {model!r}; choose one of {', '.join(_FAMILIES)}")
+    for other, options in family_options.items():
+        given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None and v is not False]
+        if other != model and given:
+            why = f"; --model {model} {family.note}" if family.note else ""
+            raise UserError(f"{', '.join(given)}: {_FAMILIES[other].title} options (--model {other}){why}")
     preprocessing = Preprocessing(image_size=image_size, resize=None if no_crop else resize)
     run = {"category": category, "device": device, "resume": resume, "keep_checkpoint": keep_checkpoint}
-    if model == "simplenet":
-        given = [f"--{k}" for k in ("preset", "label", "blend") if nsa.get(k) is not None]
-        if given:
-            raise UserError(f"{', '.join(given)}: NSA options (--model nsa)")
-        _train_simplenet(data, out_dir, preprocessing, common, simplenet, run)
-        return
-    family_trainer = _FAMILY_TRAINERS.get(model)
-    if family_trainer is None:
-        raise UserError(f"unknown --model {model!r}; choose one of simplenet, {', '.join(_FAMILY_TRAINERS)}")
-    if simplenet.get("backbone_weights") is not None or simplenet.get("random_backbone"):
-        raise UserError(f"--model {model} trains from scratch: --backbone-weights / --random-backbone do not apply")
-    family_trainer(data, out_dir, preprocessing, common, nsa, run)
+    family.train(data, out_dir, preprocessing, common, family_options.get(model, {}), run)
 
 
 def _given(options: dict[str, Any]) -> dict[str, Any]:
@@ -67,24 +66,24 @@ def _train_simplenet(
     from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
     from edge_ad.training.trainer import TrainConfig
 
-    weights, random_backbone = options["backbone_weights"], options["random_backbone"]
+    weights, random_backbone = options.get("backbone_weights"), bool(options.get("random_backbone"))
     if (weights is None) == (not random_backbone):
         raise UserError("choose a backbone: --backbone-weights PATH|imagenet1k_v1, or --random-backbone")
     model_cfg = SimpleNetConfig()
     if random_backbone:
         random_backbone_recipe(model_cfg)
         err.print("[yellow]random backbone:[/] weights are not pretrained; the demo recipe is used (see README)")
-    overrides = _given({"noise_std": options["noise_std"], "score_mode": options["score_mode"]})
+    overrides = _given({"noise_std": options.get("noise_std"), "score_mode": options.get("score_mode")})
     model_cfg = dataclasses.replace(model_cfg, **overrides)  # replace() re-runs the config's validation
     train_cfg = TrainConfig(
         **{"epochs": 160, "batch_size": 8, **_given(common)},
-        adapter_lr=options["adapter_lr"],
-        disc_lr=options["disc_lr"],
+        **_given({"adapter_lr": options.get("adapter_lr"), "disc_lr": options.get("disc_lr")}),
     )
+    draw = _given({"random_init": options.get("random_init")})
     train_bundle(
         data,
         out_dir,
-        backbone=BackboneSpec(weights=weights, random=random_backbone, random_init=options["random_init"]),
+        backbone=BackboneSpec(weights=weights, random=random_backbone, **draw),
         preprocessing=preprocessing,
         model_cfg=model_cfg,
         train_cfg=train_cfg,
@@ -112,5 +111,16 @@ def _train_nsa(
     train_nsa_bundle(data, out_dir, preprocessing=preprocessing, model_cfg=model_cfg, train_cfg=train_cfg, **run)
 
 
-# Families other than SimpleNet: --model NAME -> its trainer.
-_FAMILY_TRAINERS = {"nsa": _train_nsa}
+@dataclass(frozen=True)
+class _Family:
+    """One ``--model`` choice: its trainer, its name in messages, and why other families' options do not apply."""
+
+    title: str
+    train: Callable[[Path, Path, Any, dict[str, Any], dict[str, Any], dict[str, Any]], None]
+    note: str = ""
+
+
+_FAMILIES: dict[str, _Family] = {
+    "simplenet": _Family("SimpleNet", _train_simplenet),
+    "nsa": _Family("NSA", _train_nsa, "trains from scratch"),
+}

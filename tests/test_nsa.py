@@ -220,6 +220,8 @@ def test_cli_train_refuses_bad_family_options(tiny_demo: Path, tmp_path: Path) -
         (["--model", "nsa", "--label", "fuzzy"], "label must be one of"),
         (["--model", "nsa", "--kind", "liquid"], "kind must be object or texture"),
         (["--preset", "cpu-demo", "--random-backbone"], "NSA options"),
+        (["--model", "nsa", "--noise-std", "0.3"], "--noise-std: SimpleNet options"),  # was silently ignored
+        (["--model", "nsa", "--disc-lr", "1e-3"], "--disc-lr: SimpleNet options"),
     ):
         result = runner.invoke(app, ["train", str(tiny_demo), "--out", str(tmp_path / "x"), *extra])
         assert result.exit_code == 2, (extra, result.output)
