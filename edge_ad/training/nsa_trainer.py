@@ -33,16 +33,16 @@ from edge_ad.data.layout import resolve_category, train_images
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.io import atomic_write_with
 from edge_ad.models.nsa import STRIDE, NsaConfig, NsaModel
-from edge_ad.progress import console, progress_bar
+from edge_ad.progress import console
 from edge_ad.runtimes.torch_runtime import TorchRuntime
 from edge_ad.synthesis import NsaGenerator, batch_stream, params_for
 from edge_ad.synthesis.params import check_blend, check_label
 from edge_ad.synthesis.validation import Predict, ValidationScores, ValidationSet, score_validation_set
+from edge_ad.training.epoch_loop import EpochLoop
 from edge_ad.training.epoch_validation import (
     EpochValidation,
     OnEpoch,
     check_validation_settings,
-    figures_postfix,
     prepare_validation,
 )
 from edge_ad.training.finish import finish_bundle
@@ -134,8 +134,10 @@ def crop_transform(size: int, jitter: int, flip: bool) -> Callable[[np.ndarray, 
     return transform
 
 
-class NsaTrainer:
+class NsaTrainer(EpochLoop):
     """Trains an :class:`NsaModel` on synthetic anomalies drawn per batch from ``generator``."""
+
+    progress_label = "train nsa"
 
     def __init__(
         self,
@@ -243,30 +245,11 @@ class NsaTrainer:
             self.model.load_state_dict(weights)
             console.log(self.validation.selection(self.cfg.epochs)["selection"])
 
-    def fit(self) -> list[NsaEpoch]:
-        cfg = self.cfg
-        remaining = cfg.epochs - self.start_epoch
-        if remaining <= 0:
-            console.log(f"the checkpoint already holds all {cfg.epochs} epochs: nothing left to train")
-            self._keep_selected()
-            self.model.eval()
-            return self.history
-        label = f"train nsa (resumed after epoch {self.start_epoch})" if self.start_epoch else "train nsa"
-        with progress_bar(total=remaining, description=label, unit="epochs") as bar:
-            for epoch in range(self.start_epoch, cfg.epochs):
-                stats = self.train_epoch(epoch)
-                figures = self.validation.after_epoch(
-                    epoch, self.model, self._score_validation, self._predict, self._weights
-                )
-                stats = replace(stats, **figures)
-                self.history.append(stats)
-                self.save_checkpoint(epoch + 1)
-                bar.set_postfix(loss=stats.loss, lr=stats.lr, **figures_postfix(figures))
-                bar.advance()
-        console.log(f"trained {cfg.epochs} epochs: BCE {self.history[-1].loss:.4f}")
-        self._keep_selected()
-        self.model.eval()
-        return self.history
+    def _postfix(self, stats: NsaEpoch) -> dict[str, float]:
+        return {"loss": stats.loss, "lr": stats.lr}
+
+    def _trained_line(self) -> str | None:
+        return f"trained {self.cfg.epochs} epochs: BCE {self.history[-1].loss:.4f}" if self.history else None
 
 
 def training_views(images: list[np.ndarray], preprocessing: Preprocessing, jitter: int) -> list[np.ndarray]:

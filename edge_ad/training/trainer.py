@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +24,10 @@ from torch import Tensor
 
 from edge_ad.io import atomic_write_with
 from edge_ad.models.simplenet import SimpleNet
-from edge_ad.progress import console, progress_bar
+from edge_ad.progress import console
 from edge_ad.synthesis.validation import Predict, ValidationScores, ValidationSet
-from edge_ad.training.epoch_validation import EpochValidation, check_validation_settings, figures_postfix
+from edge_ad.training.epoch_loop import EpochLoop
+from edge_ad.training.epoch_validation import EpochValidation, check_validation_settings
 from edge_ad.training.simplenet_validation import CachedLayerScorer
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -125,7 +126,7 @@ def load_checkpoint(path: Path | None, fingerprint: str, device: str | torch.dev
     return state
 
 
-class Trainer:
+class Trainer(EpochLoop):
     """Trains the adapter and discriminator of a SimpleNet on a [N, h*w, D] feature cache."""
 
     def __init__(
@@ -289,38 +290,15 @@ class Trainer:
             self._load_weights(weights)
             console.log(self.validation.selection(self.cfg.epochs)["selection"])
 
-    def fit(self) -> list[EpochStats]:
-        cfg = self.cfg
-        steps_per_epoch = math.ceil(self.features.shape[0] / cfg.batch_size)
-        remaining = cfg.epochs - self.start_epoch
-        if remaining <= 0:
-            if self.start_epoch:
-                console.log(f"the checkpoint already holds all {cfg.epochs} epochs: nothing left to train")
-            self._keep_selected()
-            self.model.eval()
-            return self.history
-        label = f"train (resumed after epoch {self.start_epoch})" if self.start_epoch else "train"
-        with progress_bar(total=remaining, description=label, unit="epochs") as bar:
-            for epoch in range(self.start_epoch, cfg.epochs):
-                stats = self.train_epoch(epoch)
-                figures = self.validation.after_epoch(
-                    epoch, self.model, self._score_validation, self._predict, self._weights
-                )
-                stats = replace(stats, **figures)
-                self.history.append(stats)
-                self.save_checkpoint(epoch + 1)
-                bar.set_postfix(
-                    loss=stats.loss, p_true=stats.p_true, p_fake=stats.p_fake, **figures_postfix(figures)
-                )
-                bar.advance()
-        if steps_per_epoch and self.history:
-            last = self.history[-1]
-            console.log(
-                f"trained {cfg.epochs} epochs: loss {last.loss:.4f} p_true {last.p_true:.3f} p_fake {last.p_fake:.3f}"
-            )
-        self._keep_selected()
-        self.model.eval()
-        return self.history
+    def _postfix(self, stats: EpochStats) -> dict[str, float]:
+        return {"loss": stats.loss, "p_true": stats.p_true, "p_fake": stats.p_fake}
+
+    def _trained_line(self) -> str | None:
+        if not self.history or not math.ceil(self.features.shape[0] / self.cfg.batch_size):
+            return None
+        last = self.history[-1]
+        figures = f"loss {last.loss:.4f} p_true {last.p_true:.3f} p_fake {last.p_fake:.3f}"
+        return f"trained {self.cfg.epochs} epochs: {figures}"
 
     @torch.no_grad()
     def discriminator_logits(self, chunk: int = 8) -> Tensor:
