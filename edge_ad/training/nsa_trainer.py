@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 
 from edge_ad.data.images import read_image
-from edge_ad.data.layout import resolve_category, train_images
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.io import atomic_write_with
 from edge_ad.models.nsa import STRIDE, NsaConfig, NsaModel
@@ -43,11 +42,10 @@ from edge_ad.training.epoch_validation import (
     EpochValidation,
     OnEpoch,
     check_validation_settings,
-    prepare_validation,
 )
 from edge_ad.training.finish import finish_bundle
-from edge_ad.training.pipeline import _data_fingerprint
-from edge_ad.training.trainer import CHECKPOINT_NAME, _generator, load_checkpoint, run_fingerprint, split_holdout
+from edge_ad.training.run_start import checkpoint_dir_for, data_fingerprint, split_good_images, synthetic_validation
+from edge_ad.training.trainer import CHECKPOINT_NAME, _generator, load_checkpoint, run_fingerprint
 
 __all__ = ["NSA_CPU_DEMO", "NSA_PAPER", "NsaEpoch", "NsaTrainConfig", "NsaTrainer", "train_nsa_bundle"]
 
@@ -283,48 +281,27 @@ def train_nsa_bundle(
     if preprocessing.image_size % STRIDE:
         raise ValueError(f"NSA needs --image-size to be a multiple of {STRIDE}, got {preprocessing.image_size}")
     out_dir = Path(out_dir)
-    category_dir = resolve_category(data_dir, category)
-    params = params_for(category or category_dir.name, train_cfg.kind)  # type: ignore[arg-type]
+    split = split_good_images(data_dir, category, train_cfg)
+    paths, train_idx, hold_idx = split.paths, split.train_idx, split.hold_idx
+    params = params_for(split.category, train_cfg.kind)  # type: ignore[arg-type]
     params = params.replace(blend=train_cfg.blend)  # the held-out validation set keeps the category's own rule
-    paths = train_images(category_dir)
-    train_idx, hold_idx = split_holdout(len(paths), train_cfg)  # type: ignore[arg-type]  # same fields
-    console.log(f"{category_dir}: {len(train_idx)} training images, {len(hold_idx)} held out for the threshold")
     raw = [read_image(p) for p in paths]
     jitter = round(train_cfg.crop_jitter * preprocessing.image_size)
     views = training_views([raw[i] for i in train_idx], preprocessing, jitter)
     transform = crop_transform(preprocessing.image_size, jitter, flip=params.kind == "texture")
     generator = NsaGenerator(views, params, train_cfg.label, transform=transform)
-    vset, validation_record = prepare_validation(
-        [paths[i] for i in hold_idx],
-        preprocessing,
-        category or category_dir.name,
-        train_cfg.kind,
-        seed=train_cfg.seed,
-        per_image=train_cfg.synthetic_per_image,
-        workers=train_cfg.workers,
-        raw=[raw[i] for i in hold_idx],
-    )
-    validation = EpochValidation(
-        vset,
-        select=train_cfg.select,
-        every=train_cfg.validate_every,
-        on_epoch=on_epoch,
-        status=validation_record["status"],
+    validation, validation_record = synthetic_validation(
+        split, preprocessing, train_cfg, on_epoch, workers=train_cfg.workers, raw=[raw[i] for i in hold_idx]
     )
 
     fingerprint = run_fingerprint(
-        data=_data_fingerprint(paths),
+        data=data_fingerprint(paths),
         preprocessing=preprocessing.to_dict(),
         model=model_cfg.to_dict(),
         train={k: v for k, v in train_cfg.to_dict().items() if k != "workers"},
         synthesis=generator.params.to_json(),
     )
-    checkpoint_dir = out_dir / ".training"
-    if not resume and (checkpoint_dir / CHECKPOINT_NAME).exists():
-        raise FileExistsError(
-            f"{checkpoint_dir / CHECKPOINT_NAME} exists from an earlier run: pass --resume to continue it, "
-            "or delete it to start again"
-        )
+    checkpoint_dir = checkpoint_dir_for(out_dir, resume)
     torch.manual_seed(train_cfg.seed)
     model = NsaModel(model_cfg, image_size=preprocessing.image_size)
     trainer = NsaTrainer(
@@ -346,7 +323,7 @@ def train_nsa_bundle(
         history=history,
         validation=validation,
         validation_record=validation_record,
-        data=category_dir,
+        data=split.category_dir,
         device=device,
         backbone={"weights": "none: trained from scratch (NSA needs no pretrained weights)"},
         checkpoint_dir=checkpoint_dir,

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ import torch
 
 from edge_ad.bundle import file_sha256
 from edge_ad.data.images import read_image
-from edge_ad.data.layout import resolve_category, train_images
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
 from edge_ad.models.wide_resnet import (
@@ -28,15 +26,14 @@ from edge_ad.models.wide_resnet import (
     state_dict_sha256,
 )
 from edge_ad.progress import console
-from edge_ad.training.epoch_validation import EpochValidation, OnEpoch, prepare_validation
+from edge_ad.training.epoch_validation import OnEpoch
 from edge_ad.training.feature_cache import extract_features
 from edge_ad.training.finish import finish_bundle
+from edge_ad.training.run_start import checkpoint_dir_for, data_fingerprint, split_good_images, synthetic_validation
 from edge_ad.training.trainer import (
-    CHECKPOINT_NAME,
     TrainConfig,
     Trainer,
     run_fingerprint,
-    split_holdout,
 )
 
 RANDOM_BACKBONE_NOISE_STD = 0.2
@@ -82,14 +79,6 @@ def setup_backbone(model: SimpleNet, spec: BackboneSpec) -> dict[str, Any]:
     return {"weights": path.name, "file_sha256": file_sha256(path)}
 
 
-def _data_fingerprint(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for p in paths:
-        digest.update(p.name.encode())
-        digest.update(p.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def random_backbone_recipe(cfg: SimpleNetConfig) -> SimpleNetConfig:
     """Settings that make SimpleNet learn on a random backbone (measured; see README "Random backbones").
 
@@ -125,26 +114,10 @@ def train_bundle(
     model_cfg = model_cfg or SimpleNetConfig()
     train_cfg = train_cfg or TrainConfig()
     out_dir = Path(out_dir)
-    category_dir = resolve_category(data_dir, category)
-    paths = train_images(category_dir)
-    train_idx, hold_idx = split_holdout(len(paths), train_cfg)
-    console.log(f"{category_dir}: {len(train_idx)} training images, {len(hold_idx)} held out for the threshold")
+    split = split_good_images(data_dir, category, train_cfg)
+    paths, train_idx = split.paths, split.train_idx
     images = [preprocessing(read_image(p)) for p in paths]
-    vset, validation_record = prepare_validation(
-        [paths[i] for i in hold_idx],
-        preprocessing,
-        category or category_dir.name,
-        train_cfg.kind,
-        seed=train_cfg.seed,
-        per_image=train_cfg.synthetic_per_image,
-    )
-    validation = EpochValidation(
-        vset,
-        select=train_cfg.select,
-        every=train_cfg.validate_every,
-        on_epoch=on_epoch,
-        status=validation_record["status"],
-    )
+    validation, validation_record = synthetic_validation(split, preprocessing, train_cfg, on_epoch)
 
     torch.manual_seed(train_cfg.seed)
     model = SimpleNet(model_cfg, image_size=preprocessing.image_size)
@@ -159,18 +132,13 @@ def train_bundle(
     backbone_info["sha256"] = state_dict_sha256(model.backbone)
 
     fingerprint = run_fingerprint(
-        data=_data_fingerprint(paths),
+        data=data_fingerprint(paths),
         preprocessing=preprocessing.to_dict(),
         model=model_cfg.to_dict(),
         train=train_cfg.to_dict(),
         backbone=backbone_info["sha256"],
     )
-    checkpoint_dir = out_dir / ".training"
-    if not resume and (checkpoint_dir / CHECKPOINT_NAME).exists():
-        raise FileExistsError(
-            f"{checkpoint_dir / CHECKPOINT_NAME} exists from an earlier run: pass --resume to continue it, "
-            "or delete it to start again"
-        )
+    checkpoint_dir = checkpoint_dir_for(out_dir, resume)
     features = extract_features(model, [images[i] for i in train_idx], device=device, description="features")
     trainer = Trainer(
         model,
@@ -202,12 +170,12 @@ def train_bundle(
         image=images.__getitem__,
         paths=paths,
         train_idx=train_idx,
-        hold_idx=hold_idx,
+        hold_idx=split.hold_idx,
         train_cfg=train_cfg,
         history=history,
         validation=validation,
         validation_record=validation_record,
-        data=category_dir,
+        data=split.category_dir,
         device=device,
         backbone=backbone_info,
         checkpoint_dir=checkpoint_dir,
