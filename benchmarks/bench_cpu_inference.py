@@ -12,25 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
-from edge_ad.bench import machine_info
+from edge_ad.bench import machine_info, time_calls
 from edge_ad.benchmarks.reference_baseline import ReferenceBaseline
 from edge_ad.io import atomic_write_json
 from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
-
-
-def timeit(fn, iters: int) -> list[float]:
-    fn()  # warm-up
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 def main() -> None:
@@ -50,8 +39,8 @@ def main() -> None:
             with torch.no_grad():
                 graph(x)
 
-        t_fused = timeit(fused, args.iters)
-        t_literal = timeit(lambda x=x: baseline.predict(x.numpy()), args.iters)
+        t_fused = time_calls(fused, 1, args.iters)
+        t_literal = time_calls(lambda x=x: baseline.predict(x.numpy()), 1, args.iters)
         rows.append(
             {
                 "batch": batch,

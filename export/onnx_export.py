@@ -380,25 +380,11 @@ def _own_threshold(proto: onnx.ModelProto, info: BundleInfo, precision: str, set
 
 
 def export_onnx(
-    bundle_dir: str | os.PathLike[str],
-    out_path: str | os.PathLike[str] | None = None,
-    *,
-    precision: str = "fp32",
-    batch_size: int = 1,
-    dynamic_batch: bool = False,
-    opset: int = 17,
-    verify: bool = True,
+    bundle_dir: str | os.PathLike[str], out_path: str | os.PathLike[str] | None = None, **options: Any
 ) -> Path:
-    """Export a bundle's fused inference graph to ONNX; returns the written path (see :func:`export_onnx_checked`)."""
-    return export_onnx_checked(
-        bundle_dir,
-        out_path,
-        precision=precision,
-        batch_size=batch_size,
-        dynamic_batch=dynamic_batch,
-        opset=opset,
-        verify=verify,
-    ).path
+    """Export a bundle's fused inference graph to ONNX; returns the written path. ``options`` are
+    :func:`export_onnx_checked`'s (precision, batch_size, dynamic_batch, opset, verify)."""
+    return export_onnx_checked(bundle_dir, out_path, **options).path
 
 
 def export_onnx_checked(
