@@ -22,15 +22,15 @@ __all__ = ["head_of", "numpy_head", "patch_map_of"]
 
 def head_of(runtime: Any) -> HeadDeclaration:
     """What the runtime's graph does after its patch map (image score, smoothing sigma): from the graph itself for
-    the torch backends, from the exported metadata (ONNX, engine sidecar) for the others. The post-processing
-    column times the numpy form of exactly that head."""
+    the torch backends, from what the exported runtimes read of their metadata (``declared_head``: ONNX, engine
+    sidecar), else from any ``metadata`` the runtime keeps. The post-processing column times the numpy form of
+    exactly that head."""
     if hasattr(runtime, "graph"):
         return HeadDeclaration.of_graph(runtime.graph)
-    if isinstance(getattr(runtime, "head", None), HeadDeclaration):
-        return runtime.head
-    sidecar = getattr(runtime, "sidecar", None)
-    metadata = getattr(runtime, "metadata", None) or (sidecar or {}).get("metadata", {})
-    return HeadDeclaration.of_metadata(metadata, repr(runtime))
+    declared = getattr(runtime, "declared_head", None)
+    if isinstance(declared, HeadDeclaration):
+        return declared
+    return HeadDeclaration.of_metadata(getattr(runtime, "metadata", None) or {}, repr(runtime))
 
 
 def patch_map_of(runtime: Any, x: np.ndarray) -> np.ndarray:
@@ -47,8 +47,4 @@ def patch_map_of(runtime: Any, x: np.ndarray) -> np.ndarray:
 def numpy_head(runtime: Any) -> Callable[[np.ndarray, tuple[int, int]], tuple[np.ndarray, np.ndarray]]:
     """``head(patch[N, h, w], (H, W)) -> (image_score[N], anomaly_map[N, H, W])``: the runtime graph's head in numpy."""
     head = head_of(runtime)
-    return partial(_run_head, head)
-
-
-def _run_head(head: HeadDeclaration, patch: np.ndarray, out_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    return postprocess(patch, out_size, head.smoothing_sigma, image_score=head.image_score)
+    return partial(postprocess, sigma=head.smoothing_sigma, image_score=head.image_score)

@@ -362,7 +362,9 @@ def _threshold_sets(info: BundleInfo) -> tuple[ThresholdSets | None, str]:
     return sets, ""
 
 
-def _own_threshold(proto: onnx.ModelProto, info: BundleInfo, precision: str, sets: ThresholdSets) -> dict[str, Any]:
+def _own_threshold(
+    proto: onnx.ModelProto, info: BundleInfo, precision: str, sets: ThresholdSets
+) -> dict[str, Any]:
     """The bundle's threshold rule applied to this graph's own scores on ``sets`` (:func:`_threshold_sets`)."""
     from edge_ad.calibration.selection import basis_statistics, run_model
     from edge_ad.runtimes.onnx_runtime import OnnxRuntime

@@ -58,7 +58,7 @@ def test_export_writes_the_graphs_head_and_the_numpy_head_matches_the_onnx_one(
     meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
     assert float(meta["smoothing_sigma"]) == declared.smoothing_sigma
     runtime = OnnxRuntime(path)
-    assert runtime.head == head_of(runtime) == declared
+    assert runtime.declared_head == head_of(runtime) == declared
     assert declared.image_score == ("max" if which == "simplenet" else "mean")
     x = _batch(runtime, tiny_demo)
     patch = patch_map_of(runtime, x)

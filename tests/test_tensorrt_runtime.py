@@ -277,6 +277,8 @@ def test_cuda_head_smooths_with_the_sigma_the_onnx_declares(
 ) -> None:
     """The kernel is made with the graph's declared smoothing sigma (4, SimpleNet's, for exports without the key);
     a numpy stand-in computes what the real kernel is held to (tests/test_cuda_kernel.py)."""
+    from edge_ad.bench_head import head_of
+    from edge_ad.postprocess.image_score import HeadDeclaration
     from edge_ad.postprocess.numpy_ops import postprocess
     from edge_ad.runtimes import cuda_postprocess
 
@@ -295,6 +297,7 @@ def test_cuda_head_smooths_with_the_sigma_the_onnx_declares(
     engine = tb.build_engine(onnx, options=tb.BuildOptions("fp32", head="cuda"))
     rt = tr.TensorRTRuntime(engine, buffers=FakeBuffers())
     assert rt.postprocess == "cuda" and rt._head.sigma == (4.0 if sigma is None else 2.0)
+    assert head_of(rt) == rt.declared_head == HeadDeclaration("max", rt._head.sigma)  # what bench times
     session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
     x = images(2)
     (patch,) = session.run(["patch_scores"], {"images": x})

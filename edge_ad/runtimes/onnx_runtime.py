@@ -147,7 +147,7 @@ class OnnxRuntime:
         self.bundle_weights_sha256 = meta.get("bundle_weights_sha256")
         self.metadata = dict(meta)
         try:
-            self.head = HeadDeclaration.of_metadata(meta, str(self.path))
+            self.declared_head = HeadDeclaration.of_metadata(meta, str(self.path))
         except ValueError as exc:
             raise BundleError(str(exc)) from None
         if self.preprocessing.image_size != self.image_size:
@@ -198,7 +198,7 @@ class OnnxRuntime:
 
     def patch_scores(self, batch: np.ndarray) -> np.ndarray:
         """The graph's raw patch map ``[N, 1, h, w]`` (the head's input; what ``edge-ad bench`` times the numpy head
-        on, with :attr:`head`)."""
+        on, with :attr:`declared_head`)."""
         if not self.has_patch_scores:
             raise BundleError(f"{self.path} has no {PATCH_OUTPUT} output (re-export it with `edge-ad export`)")
         return self._run_batch(check_batch(batch, self.image_size), (PATCH_OUTPUT,))[0]

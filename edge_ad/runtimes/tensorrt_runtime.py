@@ -23,6 +23,7 @@ buffer -- no download and re-upload.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import threading
@@ -45,7 +46,7 @@ from edge_ad.export.tensorrt_builder import (
     import_tensorrt,
     read_sidecar,
 )
-from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of, smoothing_sigma_of
+from edge_ad.postprocess.image_score import HeadDeclaration, check_cuda_postprocess
 from edge_ad.runtimes.base import check_batch
 
 __all__ = ["EngineMismatch", "TensorRTRuntime", "check_engine_matches", "is_jetson", "make_buffers"]
@@ -337,7 +338,7 @@ class TensorRTRuntime:
                 )
             if postprocess == "cuda":  # the kernel (or a given head, the same kernel) computes a max
                 try:
-                    check_cuda_postprocess(image_score_of(meta, str(self.path)), str(self.path))
+                    check_cuda_postprocess(self.declared_head.image_score, str(self.path))
                 except ValueError as exc:
                     raise EngineMismatch(str(exc)) from None
             self.postprocess = postprocess
@@ -349,7 +350,7 @@ class TensorRTRuntime:
                 # cupy wraps any device pointer; without it the kernel must use the buffer layer's own binding
                 kind = None if importlib.util.find_spec("cupy") else getattr(self.buffers, "name", None)
                 backend = kind if kind in ("torch", "pycuda") else None
-                sigma = smoothing_sigma_of(meta, str(self.path))  # the graph's own, as exported
+                sigma = self.declared_head.smoothing_sigma  # the graph's own, as exported
                 self._head = CudaAnomalyMap(
                     tuple(grid), (self.image_size, self.image_size), sigma=sigma, backend=backend
                 )
@@ -361,6 +362,12 @@ class TensorRTRuntime:
         self._bindings: dict[int, dict[str, DeviceBuffer]] = {}
         self._graphs: dict[int, Callable[[], None]] = {}
         self._bound: int | None = None
+
+    @functools.cached_property
+    def declared_head(self) -> HeadDeclaration:
+        """What the exported graph's head does (image score, smoothing sigma), from the sidecar's ONNX metadata;
+        read once, when first needed (ValueError for a malformed declaration)."""
+        return HeadDeclaration.of_metadata(self.sidecar.get("metadata", {}), str(self.path))
 
     @property
     def bundle_weights_sha256(self) -> str | None:

@@ -294,7 +294,7 @@ class Trainer(EpochLoop):
         return {"loss": stats.loss, "p_true": stats.p_true, "p_fake": stats.p_fake}
 
     def _trained_line(self) -> str | None:
-        if not self.history or not math.ceil(self.features.shape[0] / self.cfg.batch_size):
+        if not self.history or self.features.shape[0] == 0:  # no training positions: no steps were taken
             return None
         last = self.history[-1]
         figures = f"loss {last.loss:.4f} p_true {last.p_true:.3f} p_fake {last.p_fake:.3f}"
