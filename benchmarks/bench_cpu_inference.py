@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from edge_ad.bench import machine_info, time_calls
-from edge_ad.benchmarks.reference_baseline import ReferenceBaseline
+from edge_ad.bench.run import machine_info, time_calls
 from edge_ad.io import atomic_write_json
-from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
+from edge_ad.models.simplenet.model import SimpleNet, SimpleNetConfig
+from edge_ad.models.simplenet.reference_baseline import ReferenceBaseline
 
 
 def main() -> None:

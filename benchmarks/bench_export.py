@@ -21,13 +21,13 @@ import torch
 
 os.environ.setdefault("EDGE_AD_QUIET", "1")
 
-from edge_ad.bench import machine_info, time_calls  # noqa: E402
-from edge_ad.benchmarks.reference_baseline import ReferenceBaseline  # noqa: E402
+from edge_ad.bench.run import machine_info, time_calls  # noqa: E402
 from edge_ad.data.layout import test_samples  # noqa: E402
 from edge_ad.evaluate import metrics_by_defect, score_samples  # noqa: E402
 from edge_ad.export.onnx_export import export_onnx, graph_flops  # noqa: E402
 from edge_ad.io import atomic_write_json  # noqa: E402
 from edge_ad.models.registry import load_model  # noqa: E402
+from edge_ad.models.simplenet.reference_baseline import ReferenceBaseline  # noqa: E402
 from edge_ad.runtimes.onnx_runtime import OnnxRuntime  # noqa: E402
 from edge_ad.runtimes.torch_runtime import TorchRuntime  # noqa: E402
 

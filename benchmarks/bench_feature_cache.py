@@ -19,15 +19,15 @@ import torch
 
 os.environ.setdefault("EDGE_AD_QUIET", "1")
 
-from edge_ad.bench import machine_info  # noqa: E402
-from edge_ad.data.demo import make_demo_dataset  # noqa: E402
+from edge_ad.bench.run import machine_info  # noqa: E402
 from edge_ad.data.images import read_image  # noqa: E402
 from edge_ad.data.layout import train_images  # noqa: E402
 from edge_ad.data.preprocess import Preprocessing  # noqa: E402
+from edge_ad.datasets.demo import make_demo_dataset  # noqa: E402
 from edge_ad.io import atomic_write_json  # noqa: E402
-from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig  # noqa: E402
-from edge_ad.training.feature_cache import extract_features  # noqa: E402
-from edge_ad.training.trainer import TrainConfig, Trainer  # noqa: E402
+from edge_ad.models.simplenet.feature_cache import extract_features  # noqa: E402
+from edge_ad.models.simplenet.model import SimpleNet, SimpleNetConfig  # noqa: E402
+from edge_ad.models.simplenet.trainer import TrainConfig, Trainer  # noqa: E402
 
 
 def main() -> None:

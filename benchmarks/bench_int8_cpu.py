@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_ad.bench import machine_info
+from edge_ad.bench.run import machine_info
 from edge_ad.io import atomic_write_json
 from edge_ad.runtimes.onnx_runtime import OnnxRuntime
 
@@ -37,12 +37,12 @@ RESULTS = Path(__file__).parent / "results" / "int8_cpu.json"
 
 def build_bundle(workdir: Path, image_size: int) -> Path:
     """Demo data + a one-epoch SimpleNet bundle (random trunk, BatchNorm re-estimated) + its fp32 export."""
-    from edge_ad.data.demo import make_demo_dataset
     from edge_ad.data.preprocess import Preprocessing
+    from edge_ad.datasets.demo import make_demo_dataset
     from edge_ad.export.onnx_export import export_onnx
-    from edge_ad.models.simplenet import SimpleNetConfig
-    from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
-    from edge_ad.training.trainer import TrainConfig
+    from edge_ad.models.simplenet.model import SimpleNetConfig
+    from edge_ad.models.simplenet.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
+    from edge_ad.models.simplenet.trainer import TrainConfig
 
     (category,) = make_demo_dataset(
         workdir / "data", ["washer"], seed=0, n_train=24, n_test_good=6, n_test_per_defect=3, image_size=256

@@ -5,7 +5,7 @@ outputs.
 Why: the two families cost very differently (SimpleNet trains a discriminator on a frozen WideResNet50's cached
 features; NSA trains a whole encoder-decoder from scratch on fresh synthetic anomalies), and absolute figures from
 different runs of a shared CPU are not comparable; ratios from one run are. Both train on the same demo images with
-their CPU demo recipes (SimpleNet: random backbone, :func:`edge_ad.quickstart`'s recipe; NSA: ``NSA_CPU_DEMO``) for
+their CPU demo recipes (SimpleNet: random backbone, :func:`edge_ad.cli.demo`'s recipe; NSA: ``NSA_CPU_DEMO``) for
 a few epochs; the last epoch's seconds are taken (the first pays one-off costs; SimpleNet's feature cache is timed
 apart as its set-up). Inference: each family's fp32 ONNX and its INT8 Q/DQ model (default recipe, percentile
 calibration on 8 good images) through onnxruntime, one intra-op thread, batch 1 and 4. One torch thread. Writes
@@ -29,14 +29,14 @@ os.environ.setdefault("EDGE_AD_QUIET", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from edge_ad.bench import LatencyStats, machine_info, time_calls  # noqa: E402
+from edge_ad.bench.run import LatencyStats, machine_info, time_calls  # noqa: E402
 from edge_ad.bundle import read_bundle  # noqa: E402
 from edge_ad.calibration import quantize_int8  # noqa: E402
-from edge_ad.data.demo import make_demo_dataset  # noqa: E402
+from edge_ad.cli.demo import demo_recipe  # noqa: E402
 from edge_ad.data.images import read_image  # noqa: E402
+from edge_ad.datasets.demo import make_demo_dataset  # noqa: E402
 from edge_ad.export.onnx_export import export_onnx_checked  # noqa: E402
 from edge_ad.io import atomic_write_json  # noqa: E402
-from edge_ad.quickstart import demo_recipe  # noqa: E402
 from edge_ad.runtimes.onnx_runtime import OnnxRuntime  # noqa: E402
 
 RESULT = Path(__file__).parent / "results" / "nsa_cpu.json"

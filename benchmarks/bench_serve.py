@@ -38,7 +38,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_ad.bench import machine_info
+from edge_ad.bench.run import machine_info
 from edge_ad.data.gate import decode_image
 from edge_ad.data.images import list_images
 from edge_ad.detector import Detector
@@ -81,7 +81,7 @@ class ServiceProcess:
     """``edge-ad serve`` in a child process on a free loopback port."""
 
     def __init__(self, model: Path, out: Path, max_queue: int):
-        cmd = [sys.executable, "-m", "edge_ad.cli", "serve", str(model), "--source", "http", "--port", "0"]
+        cmd = [sys.executable, "-m", "edge_ad.cli.main", "serve", str(model), "--source", "http", "--port", "0"]
         cmd += ["--out", str(out), "--save", "none", "--max-queue", str(max_queue)]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "EDGE_AD_QUIET": "1"})
         self.port = self._port_from_log(timeout=180)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 os.environ.setdefault("EDGE_AD_QUIET", "1")
 
-from edge_ad.bench import machine_info  # noqa: E402
-from edge_ad.data.demo import DEMO_CATEGORIES, render_demo_sample  # noqa: E402
+from edge_ad.bench.run import machine_info  # noqa: E402
+from edge_ad.datasets.demo import DEMO_CATEGORIES, render_demo_sample  # noqa: E402
 from edge_ad.io import atomic_write_json  # noqa: E402
 from edge_ad.synthesis import NsaGenerator, params_for, synthetic_set  # noqa: E402
 

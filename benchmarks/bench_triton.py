@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_ad.bench import machine_info
+from edge_ad.bench.run import machine_info
 from edge_ad.export.triton import DEFAULT_QUEUE_DELAY_US, write_triton_repository
 from edge_ad.export.triton_server import TritonServer, metric_values
 from edge_ad.io import atomic_write_json

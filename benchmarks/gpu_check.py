@@ -164,7 +164,7 @@ class Check:
                 return 124
 
 
-CLI = [sys.executable, "-m", "edge_ad.cli"]
+CLI = [sys.executable, "-m", "edge_ad.cli.main"]
 
 
 def step_doctor(check: Check, log: Path) -> dict[str, Any]:
@@ -300,7 +300,7 @@ def step_kernel_accuracy(check: Check, log: Path) -> dict[str, Any]:
 
 def _event_ms(torch: Any, fn: Callable[[], Any], warmup: int = 10, iters: int = 100) -> float:
     """Median CUDA-event time of ``fn`` in ms, through the one timing loop ``edge-ad bench`` uses."""
-    from edge_ad.bench import time_calls
+    from edge_ad.bench.run import time_calls
 
     times = sorted(time_calls(fn, warmup, iters, sync=torch.cuda.synchronize))
     return times[len(times) // 2] * 1e3

@@ -1,6 +1,6 @@
 """Both families on real photographs: SimpleNet (random backbone, the demo recipe) and NSA (its CPU demo preset).
 
-The data are :mod:`edge_ad.data.photos` (scikit-image's brick, grass and gravel photographs, NSA and drawn
+The data are :mod:`edge_ad.datasets.photos` (scikit-image's brick, grass and gravel photographs, NSA and drawn
 defects). Each model trains once on a category's training crops (the same in both splits) and is evaluated on the
 **tune** split (band 1 of the photograph: the only one any setting was chosen on) and on the **report** split
 (band 3: only reported). A variant is a named set of settings applied to every category alike. Results are merged
@@ -22,22 +22,22 @@ os.environ.setdefault("EDGE_AD_QUIET", "1")
 
 import torch  # noqa: E402
 
-from edge_ad.bench import machine_info  # noqa: E402
+from edge_ad.bench.run import machine_info  # noqa: E402
+from edge_ad.cli.demo import DEMO_EPOCHS  # noqa: E402
 from edge_ad.data.layout import test_samples  # noqa: E402
-from edge_ad.data.photos import CROP, DEFECTS, PHOTO_CATEGORIES, SPLITS, make_photo_dataset  # noqa: E402
 from edge_ad.data.preprocess import Preprocessing  # noqa: E402
+from edge_ad.datasets.photos import CROP, DEFECTS, PHOTO_CATEGORIES, SPLITS, make_photo_dataset  # noqa: E402
 from edge_ad.detector import Detector  # noqa: E402
 from edge_ad.evaluate import metrics_by_defect, score_samples  # noqa: E402
 from edge_ad.io import atomic_write_json  # noqa: E402
 from edge_ad.metrics import auroc  # noqa: E402
+from edge_ad.models.nsa.trainer import NSA_CPU_DEMO, NSA_CPU_DEMO_MODEL, train_nsa_bundle  # noqa: E402
 from edge_ad.models.registry import load_model  # noqa: E402
-from edge_ad.models.simplenet import SimpleNetConfig  # noqa: E402
-from edge_ad.quickstart import DEMO_EPOCHS  # noqa: E402
+from edge_ad.models.simplenet.model import SimpleNetConfig  # noqa: E402
+from edge_ad.models.simplenet.pipeline import BackboneSpec, random_backbone_recipe, train_bundle  # noqa: E402
+from edge_ad.models.simplenet.trainer import TrainConfig  # noqa: E402
 from edge_ad.runtimes.base import Runtime  # noqa: E402
 from edge_ad.runtimes.torch_runtime import TorchRuntime  # noqa: E402
-from edge_ad.training.nsa_trainer import NSA_CPU_DEMO, NSA_CPU_DEMO_MODEL, train_nsa_bundle  # noqa: E402
-from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, train_bundle  # noqa: E402
-from edge_ad.training.trainer import TrainConfig  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "real_photos.json"
 N_TRAIN = 40  # make_photo_dataset's default
@@ -198,7 +198,7 @@ def main() -> None:
                 machine=args.machine,
                 machine_info=machine_info(),
                 dataset={
-                    "builder": "edge_ad.data.photos.make_photo_dataset(seed=0)",
+                    "builder": "edge_ad.datasets.photos.make_photo_dataset(seed=0)",
                     "source": "scikit-image wheel: skimage/data/{brick,grass,gravel}.png (512 x 512 greyscale)",
                     "crop": CROP, "n_train": N_TRAIN, "n_train_more_data": n_train_of(VARIANTS["more_data"]),
                     "n_test_good": 16, "n_test_per_defect": 4, "defects": list(DEFECTS),

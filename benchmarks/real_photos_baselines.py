@@ -1,6 +1,6 @@
 """Training-free reference points on the real photographs: how much a defect says to simple local features.
 
-Why: when a family scores badly on :mod:`edge_ad.data.photos`, this tells the reader whether the features it starts
+Why: when a family scores badly on :mod:`edge_ad.datasets.photos`, this tells the reader whether the features it starts
 from carry the defect at all (the random WideResNet that SimpleNet's no-download path uses) and what a plain
 classical detector reaches (local grey-level statistics). Three detectors, fitted on each category's good training
 crops and scored on the tune and report splits:
@@ -34,12 +34,12 @@ import torch
 
 os.environ.setdefault("EDGE_AD_QUIET", "1")
 
-from edge_ad.bench import machine_info  # noqa: E402
+from edge_ad.bench.run import machine_info  # noqa: E402
 from edge_ad.benchmarks.probe_random_backbone import load_split, probe  # noqa: E402
 from edge_ad.data.images import read_image, read_mask  # noqa: E402
 from edge_ad.data.layout import test_samples, train_images  # noqa: E402
-from edge_ad.data.photos import PHOTO_CATEGORIES, SPLITS, make_photo_dataset  # noqa: E402
 from edge_ad.data.preprocess import Preprocessing  # noqa: E402
+from edge_ad.datasets.photos import PHOTO_CATEGORIES, SPLITS, make_photo_dataset  # noqa: E402
 from edge_ad.io import atomic_write_json  # noqa: E402
 from edge_ad.metrics import auroc, pixel_auroc  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 Why: every choice that would need a defect (epoch, INT8 recipe, threshold) is made on synthetic NSA anomalies on
 held-out good images. That is only sound if ranking models by synthetic AUROC ranks them like the real defects do.
-Each family trains exactly as ``edge-ad demo --model NAME`` does (its :data:`edge_ad.quickstart.DEMO_RECIPES`
+Each family trains exactly as ``edge-ad demo --model NAME`` does (its :data:`edge_ad.cli.demo.DEMO_RECIPES`
 entry), on one demo category, for a few seeds; after every epoch a hook scores the REAL labelled test split. This
 study is the only place that reads test labels, and it only measures: nothing here picks an epoch or a setting.
 The synthetic figures are the trainer's own (``training.history[i].synthetic_*_auroc`` in the bundle).
@@ -27,7 +27,7 @@ os.environ.setdefault("EDGE_AD_QUIET", "1")
 
 import numpy as np  # noqa: E402
 
-from edge_ad.bench import machine_info  # noqa: E402
+from edge_ad.bench.run import machine_info  # noqa: E402
 from edge_ad.data.images import read_image  # noqa: E402
 from edge_ad.data.layout import resolve_category, test_samples  # noqa: E402
 from edge_ad.data.preprocess import Preprocessing  # noqa: E402
@@ -162,7 +162,7 @@ def summarise(runs: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 def run_one(family: str, data: Path, work: Path, category: str, epochs: int, seed: int) -> dict[str, Any]:
     """Train one family/seed as its demo does, scoring the real split after every epoch; return its rows."""
-    from edge_ad.quickstart import demo_recipe
+    from edge_ad.cli.demo import demo_recipe
 
     recipe = demo_recipe(family)
     split = load_real_split(resolve_category(data, category), Preprocessing())  # the demo recipes' preprocessing
@@ -203,14 +203,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     import torch
 
-    from edge_ad.data.demo import make_demo_dataset
+    from edge_ad.datasets.demo import make_demo_dataset
 
     data = args.work / "data"
     make_demo_dataset(data, [args.category], seed=args.data_seed)
     epochs = _epochs_arg(args.epochs)
     settings = {
         "category": args.category, "data_seed": args.data_seed, "seeds": args.seeds, "epochs": epochs,
-        "recipes": "edge_ad.quickstart.DEMO_RECIPES (as edge-ad demo --model NAME trains)",
+        "recipes": "edge_ad.cli.demo.DEMO_RECIPES (as edge-ad demo --model NAME trains)",
         "real": "labelled test split of the demo category, scored after every epoch (measured, never chosen on)",
         "synthetic": "training.history[i].synthetic_{image,pixel}_auroc written by the trainer",
     }

@@ -10,7 +10,7 @@ What the choice is made on (:func:`selection_sets`, :func:`measure`; the rules a
   ``selection_note`` says why there was no synthetic set.
 
 Each candidate's own threshold comes from its own scores on the images that made the bundle's current threshold,
-by the bundle's rule (:mod:`edge_ad.threshold_basis`): the held-out good images with good-sigma, or after
+by the bundle's rule (:mod:`edge_ad.thresholds.basis`): the held-out good images with good-sigma, or after
 ``edge-ad threshold`` that command's images and rule; those extra images are read once and run once per candidate.
 """
 
@@ -27,7 +27,7 @@ from edge_ad.bundle import CONFIG_NAME, read_bundle
 from edge_ad.data.layout import Sample, test_samples
 from edge_ad.evaluate import Scored, metrics_by_defect, score_samples
 from edge_ad.runtimes.onnx_runtime import OnnxRuntime
-from edge_ad.threshold_basis import threshold_basis
+from edge_ad.thresholds.basis import threshold_basis
 
 from .calibration_data import (
     DEFAULT_COUNT,
@@ -255,7 +255,8 @@ def measure(
     """Quantize every (method, recipe) pair once, run each once on the sets, and choose one.
 
     Each candidate's outputs on the held-out good images give its own threshold (the bundle's rule,
-    :func:`edge_ad.thresholds.good_image_statistics`) and its closeness to fp32; on a labelled set (only when given)
+    :func:`edge_ad.thresholds.rules.good_image_statistics`) and its closeness to fp32; on a labelled set
+    (only when given)
     its metrics, else on the synthetic anomalies (``selection.anomalies``, when there) its synthetic AUROCs. The
     choice follows the data (see the module docstring). Nothing is evaluated twice.
     """

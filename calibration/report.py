@@ -5,7 +5,7 @@ calibration images, the bundle's held-out good images and (only with ``eval_data
 collect calibration statistics once, quantize every (method, recipe) candidate once and run each once, choose --
 without labels by default (:func:`~.quantize.choose_without_labels`), on ``eval_data``'s labels when given -- and
 write the chosen model, with its own threshold from its own scores on the images and by the rule that made the
-bundle's current threshold (:mod:`edge_ad.threshold_basis`; after ``edge-ad threshold``, that command's), to
+bundle's current threshold (:mod:`edge_ad.thresholds.basis`; after ``edge-ad threshold``, that command's), to
 ``model.int8.onnx``, the report beside it. When the bundle describes a synthetic validation set, the choice is made
 on it (:func:`~.choice.choose_on_synthetic`). The report names the data the choice was made on ("synthetic
 validation: N held-out good images and M NSA anomalies, seed S", the held-out good images and why there was no

@@ -1,6 +1,6 @@
 """The images that choose the INT8 recipe and set each artifact's own threshold, read and preprocessed once.
 
-Torch-free; the threshold rule is the bundle's own (:func:`edge_ad.thresholds.good_image_statistics`).
+Torch-free; the threshold rule is the bundle's own (:func:`edge_ad.thresholds.rules.good_image_statistics`).
 
 By default no label is read: the recipe is chosen, and an exported artifact's verdict threshold derived, on the
 bundle's **held-out good images** -- ``training.holdout_images`` of ``training.data``'s ``train/good``, the images that
@@ -34,8 +34,8 @@ from edge_ad.evaluate import Scored, metrics_by_defect, sample_mask
 from edge_ad.metrics import auroc, pixel_auroc
 from edge_ad.progress import progress_bar
 from edge_ad.runtimes.base import Runtime
-from edge_ad.threshold_basis import HOLDOUT, TRAINING_FALLBACK, ThresholdBasis, bundle_holdout, threshold_basis
-from edge_ad.thresholds import (
+from edge_ad.thresholds.basis import HOLDOUT, TRAINING_FALLBACK, ThresholdBasis, bundle_holdout, threshold_basis
+from edge_ad.thresholds.rules import (
     SYNTHETIC_F1,
     good_image_statistics,
     refuse_flagging_every_good_image,
@@ -180,14 +180,14 @@ def threshold_sigmas(info: BundleInfo | None) -> float:
     recorded = info.training.get("threshold_sigmas") if info is not None else None
     if isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
         return float(recorded)
-    from edge_ad.training.trainer import TrainConfig  # imports torch; only for bundles that do not record it
+    from edge_ad.models.simplenet.trainer import TrainConfig  # imports torch; only for bundles that do not record it
 
     return float(TrainConfig().threshold_sigmas)
 
 
 @dataclass
 class ThresholdSets:
-    """The images an artifact's own threshold is derived on (:func:`edge_ad.threshold_basis.threshold_basis`), read
+    """The images an artifact's own threshold is derived on (:func:`edge_ad.thresholds.basis.threshold_basis`), read
     once: the good images and, for the synthetic-f1 rule, the NSA anomalies made on them (rebuilt by seed)."""
 
     basis: ThresholdBasis
@@ -260,7 +260,7 @@ def run_model(
 ) -> list[Outputs]:
     """Run one model once over each set, under one progress bar named ``label``.
 
-    A good-image set also yields its threshold statistics (:func:`edge_ad.thresholds.good_image_statistics`) from
+    A good-image set also yields its threshold statistics (:func:`edge_ad.thresholds.rules.good_image_statistics`) from
     the same pass.
     """
     results = []

@@ -24,7 +24,7 @@ it); :func:`export_onnx` returns only the path.
 
 Threshold: fp32 keeps the bundle's (onnxruntime matches torch to ~1e-5). fp16 moves the scores (~1e-3 of the map
 range), so its metadata carries its own ``threshold`` and ``score_stats``: the bundle's rule applied to the fp16
-graph's scores on the images that made the bundle's current threshold (:mod:`edge_ad.threshold_basis`: the held-out
+graph's scores on the images that made the bundle's current threshold (:mod:`edge_ad.thresholds.basis`: the held-out
 good images, or those of the latest ``edge-ad threshold`` with its rule), as INT8 does, and the fp32 threshold in
 ``score_stats["fp32_threshold"]``. Without training images (an imported bundle, data moved) fp16 keeps the bundle's
 threshold and :attr:`ExportResult.threshold` says so; images of ``edge-ad threshold`` that are gone are refused.
@@ -344,12 +344,12 @@ class ExportResult:
 
 
 def _threshold_sets(info: BundleInfo) -> tuple[ThresholdSets | None, str]:
-    """The images and rule behind the bundle's current threshold (:func:`edge_ad.threshold_basis.threshold_basis`:
+    """The images and rule behind the bundle's current threshold (:func:`edge_ad.thresholds.basis.threshold_basis`:
     the held-out good images, or those of the latest ``edge-ad threshold``), read before tracing; or ``(None, why
     not)`` when the bundle records none (imported) or its training images cannot be read. Images of ``edge-ad
     threshold`` that are gone raise :class:`BundleError` (one line): the old basis would undo the re-threshold."""
     from edge_ad.calibration.selection import bundle_threshold_sets
-    from edge_ad.threshold_basis import ThresholdImagesGone
+    from edge_ad.thresholds.basis import ThresholdImagesGone
 
     try:
         sets = bundle_threshold_sets(info, info.preprocessing)

@@ -30,7 +30,7 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One small demo category (washer) in MVTec layout; returns its category folder."""
-    from edge_ad.data.demo import make_demo_dataset
+    from edge_ad.datasets.demo import make_demo_dataset
 
     root = tmp_path_factory.mktemp("demo")
     (folder,) = make_demo_dataset(
@@ -43,9 +43,9 @@ def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_bundle(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SimpleNet bundle trained for two epochs on the tiny demo at 64x64 (random backbone)."""
     from edge_ad.data.preprocess import Preprocessing
-    from edge_ad.models.simplenet import SimpleNetConfig
-    from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
-    from edge_ad.training.trainer import TrainConfig
+    from edge_ad.models.simplenet.model import SimpleNetConfig
+    from edge_ad.models.simplenet.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
+    from edge_ad.models.simplenet.trainer import TrainConfig
 
     out = tmp_path_factory.mktemp("bundle") / "washer"
     return train_bundle(
@@ -94,8 +94,8 @@ def tiny_nsa_bundle(tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory) -
     import torch
 
     from edge_ad.data.preprocess import Preprocessing
-    from edge_ad.models.nsa import NsaConfig
-    from edge_ad.training.nsa_trainer import NsaTrainConfig, train_nsa_bundle
+    from edge_ad.models.nsa.model import NsaConfig
+    from edge_ad.models.nsa.trainer import NsaTrainConfig, train_nsa_bundle
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

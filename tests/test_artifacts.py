@@ -30,7 +30,7 @@ from edge_ad.bundle import (
     read_bundle,
     threshold_warning,
 )
-from edge_ad.cli import app
+from edge_ad.cli.main import app
 from edge_ad.detector import Detector
 from edge_ad.runtimes.onnx_runtime import OnnxRuntime
 from tests.layering import assert_runs_without

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge_ad.bench import PAPER_FPS, LatencyStats, ratio, run_bench
-from edge_ad.cli import app
-from edge_ad.cli_bench import BENCH_COLUMNS, bench_table
+from edge_ad.bench.run import PAPER_FPS, LatencyStats, ratio, run_bench
+from edge_ad.cli.bench import BENCH_COLUMNS, bench_table
+from edge_ad.cli.main import app
 
 
 def test_latency_percentiles_and_throughput() -> None:

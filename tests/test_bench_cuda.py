@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge_ad import bench
-from edge_ad.cli import app
+from edge_ad.bench import run as bench
+from edge_ad.cli.main import app
 from tests.layering import assert_runs_without
 
 MIB = 2**20
@@ -32,7 +32,7 @@ def _artifact(tmp_path: Path) -> Path:
 def test_bench_on_cuda_does_not_import_torch_for_other_backends(tmp_path: Path) -> None:
     code = f"""
 import numpy as np
-from edge_ad.bench import run_bench
+from edge_ad.bench.run import run_bench
 
 class Jetson:
     name = "tensorrt"

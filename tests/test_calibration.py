@@ -348,7 +348,7 @@ def test_default_choice_reads_no_label_and_says_so(unlabelled_run) -> None:
 
 
 def test_int8_threshold_comes_from_its_own_good_scores(unlabelled_run) -> None:
-    from edge_ad.thresholds import image_score_threshold
+    from edge_ad.thresholds.rules import image_score_threshold
 
     copy, report, _, _ = unlabelled_run
     info = read_bundle(copy, verify_weights=False)
@@ -393,7 +393,7 @@ def test_int8_recipe_is_chosen_on_the_synthetic_validation_set(
     from edge_ad.metrics import auroc
     from edge_ad.synthesis.params import params_for
     from edge_ad.synthesis.validation import build_validation_set, rebuild_validation_set
-    from edge_ad.thresholds import image_score_threshold
+    from edge_ad.thresholds.rules import image_score_threshold
 
     info = read_bundle(bundle, verify_weights=False)
     holdout = info.training["holdout_images"]
@@ -449,7 +449,7 @@ def test_synthetic_rule_gates_on_auroc_loss_then_speed_then_closeness() -> None:
 def test_export_command_says_what_the_choice_was_made_on(bundle: Path, fp32_path: Path, tiny_demo: Path, tmp_path):
     from typer.testing import CliRunner
 
-    from edge_ad.cli import app
+    from edge_ad.cli.main import app
 
     copy = _bundle_without_labels(bundle, tiny_demo, tmp_path)
     result = CliRunner().invoke(app, ["export", str(copy), "--precision", "int8", "--calib-method", "percentile"])

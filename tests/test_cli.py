@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edge_ad.cli import app
+from edge_ad.cli.main import app
 
 runner = CliRunner()
 

@@ -1,4 +1,4 @@
-"""The CUDA post-processing kernels (export/kernels/anomaly_map.cu) and their Python runner.
+"""The CUDA post-processing kernels (edge_ad/runtimes/kernels/anomaly_map.cu) and their Python runner.
 
 Without a GPU: the source compiles to PTX for Jetson Orin (compute_87) and Hopper (compute_90) with nvcc,
 and the kernels themselves run on the CPU under a small C++ emulation of the CUDA launch (blockIdx/threadIdx

@@ -59,7 +59,7 @@ def test_kernel_matches_the_torch_head(grid: int, size: int, batch: int) -> None
 @cuda
 @pytest.mark.usefixtures("no_tf32")
 def test_torch_runtime_with_kernel_equals_graph_head() -> None:
-    from edge_ad.models.simplenet import SimpleNet
+    from edge_ad.models.simplenet.model import SimpleNet
     from edge_ad.runtimes.torch_runtime import TorchRuntime
 
     torch.manual_seed(0)
@@ -72,7 +72,7 @@ def test_torch_runtime_with_kernel_equals_graph_head() -> None:
 
 
 def test_kernel_postprocess_needs_a_cuda_device() -> None:
-    from edge_ad.models.simplenet import SimpleNet
+    from edge_ad.models.simplenet.model import SimpleNet
     from edge_ad.runtimes.torch_runtime import TorchRuntime
 
     with pytest.raises(ValueError, match="CUDA device"):
@@ -122,7 +122,7 @@ def test_gpu_comparisons_against_torch_ops_run_without_tf32() -> None:
 
 @pytest.fixture(scope="module")
 def small_model():
-    from edge_ad.models.simplenet import SimpleNet
+    from edge_ad.models.simplenet.model import SimpleNet
 
     torch.manual_seed(0)
     return SimpleNet(image_size=64).eval()

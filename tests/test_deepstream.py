@@ -15,14 +15,14 @@ pytest.importorskip("onnx")
 
 @pytest.fixture(scope="module")
 def deepstream_dir(private_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
-    from edge_ad.export.deepstream import write_deepstream
+    from edge_ad.export.deepstream_config import write_deepstream
 
     return write_deepstream(private_bundle, tmp_path_factory.mktemp("ds"), precision="fp32", batch_size=2)
 
 
 def test_written_keys_are_nvinfer_keys(deepstream_dir, private_bundle: Path):
     from edge_ad.bundle import read_bundle
-    from edge_ad.export.deepstream import NVINFER_PROPERTY_KEYS, read_property_keys
+    from edge_ad.export.deepstream_config import NVINFER_PROPERTY_KEYS, read_property_keys
 
     keys = read_property_keys(deepstream_dir.config)
     assert set(keys) <= NVINFER_PROPERTY_KEYS, sorted(set(keys) - NVINFER_PROPERTY_KEYS)
@@ -39,7 +39,7 @@ def test_written_keys_are_nvinfer_keys(deepstream_dir, private_bundle: Path):
 
 
 def test_network_modes_follow_precision(private_bundle: Path, tmp_path: Path):
-    from edge_ad.export.deepstream import read_property_keys, write_deepstream
+    from edge_ad.export.deepstream_config import read_property_keys, write_deepstream
 
     ds = write_deepstream(private_bundle, tmp_path, precision="fp16")
     assert read_property_keys(ds.config)["network-mode"] == "2"
@@ -71,7 +71,7 @@ def test_normalising_onnx_matches_plain_onnx(deepstream_dir, private_bundle: Pat
 def test_cli_export_deepstream(private_bundle: Path, tmp_path: Path):
     from typer.testing import CliRunner
 
-    from edge_ad.cli import app
+    from edge_ad.cli.main import app
 
     result = CliRunner().invoke(app, ["export", str(private_bundle), "--format", "deepstream", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -83,9 +83,9 @@ def test_a_stale_onnx_is_refused_after_rethreshold(tiny_bundle: Path, tiny_demo:
     import shutil
 
     from edge_ad.bundle import BundleError
-    from edge_ad.export.deepstream import write_deepstream
+    from edge_ad.export.deepstream_config import write_deepstream
     from edge_ad.export.onnx_export import export_onnx
-    from edge_ad.rethreshold import rethreshold
+    from edge_ad.thresholds.rethreshold import rethreshold
 
     bundle = tmp_path / "washer"
     bundle.mkdir()

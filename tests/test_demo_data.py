@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_ad.data.demo import (
+from edge_ad.datasets.demo import (
     DEFAULT_DEMO_CATEGORY,
     DEMO_CATEGORIES,
     DEMO_DEFECT_TYPES,

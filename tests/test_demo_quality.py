@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_ad.quickstart import DEMO_RECIPES, demo_recipe, run_demo
+from edge_ad.cli.demo import DEMO_RECIPES, demo_recipe, run_demo
 
 IMAGE_AUROC_FLOOR = 0.90
 # The demo's pixel AUROC differs by CPU with bit-identical code and data: 0.9061 (AMD EPYC, 2026-11-23), 0.9035 (Intel
@@ -63,7 +63,7 @@ def test_demo_reaches_its_floor_and_int8_keeps_it(tmp_path: Path) -> None:
 def test_nsa_demo_reaches_its_floor_and_untrained_weights_do_not(tmp_path: Path) -> None:
     import torch
 
-    from edge_ad.data.demo import DEFAULT_DEMO_CATEGORY
+    from edge_ad.datasets.demo import DEFAULT_DEMO_CATEGORY
     from edge_ad.evaluate import evaluate_model
     from edge_ad.models.registry import load_model, save_model
 
@@ -96,7 +96,7 @@ def test_nsa_demo_reaches_its_floor_and_untrained_weights_do_not(tmp_path: Path)
 
 
 def test_each_family_has_a_demo_recipe_and_an_unknown_one_is_refused_before_any_work(tmp_path: Path) -> None:
-    from edge_ad.training.nsa_trainer import NSA_CPU_DEMO
+    from edge_ad.models.nsa.trainer import NSA_CPU_DEMO
 
     assert demo_recipe("nsa").epochs == NSA_CPU_DEMO.epochs and demo_recipe("simplenet").epochs == 30
     assert len({r.folder for r in DEMO_RECIPES.values()}) == len(DEMO_RECIPES)  # one root can hold every family
@@ -108,7 +108,7 @@ def test_each_family_has_a_demo_recipe_and_an_unknown_one_is_refused_before_any_
 def test_demo_cli_refuses_an_unknown_family_in_one_line(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from edge_ad.cli import app
+    from edge_ad.cli.main import app
 
     result = CliRunner().invoke(app, ["demo", str(tmp_path / "d"), "--model", "padim"])
     assert result.exit_code == 2, result.output

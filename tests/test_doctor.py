@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_ad import doctor
-from edge_ad.cli import app
+from edge_ad.cli.main import app
 from tests.layering import assert_runs_without
 
 NO_GPU_HERE = shutil.which("nvidia-smi") is None and not Path("/dev/nvidiactl").exists()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge_ad.cli import app
+from edge_ad.cli.main import app
 from edge_ad.detector import Detector
 
 runner = CliRunner()

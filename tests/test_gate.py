@@ -259,7 +259,7 @@ def test_blank_rule_can_be_switched_off() -> None:
 
 
 def test_every_demo_image_passes_the_gate(tmp_path: Path) -> None:
-    from edge_ad.data.demo import DEMO_CATEGORIES, make_demo_dataset
+    from edge_ad.datasets.demo import DEMO_CATEGORIES, make_demo_dataset
 
     folders = make_demo_dataset(tmp_path, None, seed=0, n_train=3, n_test_good=2, n_test_per_defect=2, image_size=96)
     assert {f.name for f in folders} == set(DEMO_CATEGORIES)

@@ -12,11 +12,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from edge_ad.bench_head import head_of, numpy_head, patch_map_of
-from edge_ad.cli import app
+from edge_ad.bench.head import head_of, numpy_head, patch_map_of
+from edge_ad.cli.main import app
 from edge_ad.data.images import read_image
 from edge_ad.export.onnx_export import ExportError, graph_metadata
-from edge_ad.models.nsa import NsaConfig, NsaModel
+from edge_ad.models.nsa.model import NsaConfig, NsaModel
 from edge_ad.models.registry import load_model
 from edge_ad.postprocess.image_score import HeadDeclaration, smoothing_sigma_of
 from edge_ad.postprocess.numpy_ops import postprocess

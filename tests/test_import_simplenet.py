@@ -14,11 +14,16 @@ from torch import nn
 from typer.testing import CliRunner
 
 from edge_ad.bundle import read_bundle
-from edge_ad.cli import app
+from edge_ad.cli.main import app
 from edge_ad.data.images import read_image
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.detector import Detector
-from edge_ad.import_simplenet import CheckpointError, apply_authors_bn_drift, default_resize, import_checkpoint
+from edge_ad.models.simplenet.import_checkpoint import (
+    CheckpointError,
+    apply_authors_bn_drift,
+    default_resize,
+    import_checkpoint,
+)
 from edge_ad.models.wide_resnet import WideResNet50Trunk
 from tests.test_simplenet_model import spec_features
 

@@ -11,20 +11,20 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from edge_ad.cli import app
+from edge_ad.cli.main import app
 from edge_ad.data.images import read_image
 from edge_ad.data.layout import train_images
 from edge_ad.data.preprocess import Preprocessing
-from edge_ad.models.nsa import NsaConfig, NsaModel
-from edge_ad.models.registry import load_model
-from edge_ad.synthesis import NsaGenerator, params_for
-from edge_ad.training.nsa_trainer import (
+from edge_ad.models.nsa.model import NsaConfig, NsaModel
+from edge_ad.models.nsa.trainer import (
     NsaTrainConfig,
     NsaTrainer,
     cosine_lr,
     crop_transform,
     training_views,
 )
+from edge_ad.models.registry import load_model
+from edge_ad.synthesis import NsaGenerator, params_for
 
 PRE = Preprocessing(image_size=64, resize=72)
 TINY = NsaConfig(width=8)

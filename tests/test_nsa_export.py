@@ -13,11 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_ad.calibration.graph_parts import LAYOUT_KEY, Int8Layout, graph_parts, layout_of, quantized_nodes
-from edge_ad.cli import app
+from edge_ad.cli.main import app
 from edge_ad.data.images import read_image
 from edge_ad.export.op_check import check_ops
-from edge_ad.models.nsa import NsaGraph
-from edge_ad.models.simplenet import SimpleNetGraph
+from edge_ad.models.nsa.model import NsaGraph
+from edge_ad.models.simplenet.model import SimpleNetGraph
 from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of
 from edge_ad.runtimes.onnx_runtime import OnnxRuntime
 
@@ -208,8 +208,7 @@ def test_bench_prints_nsa_rows(nsa_bundle: Path) -> None:
 
 
 def test_an_engine_sidecar_declaring_a_mean_score_refuses_the_cuda_kernel(tmp_path: Path) -> None:
-    from edge_ad import bench
-
+    from edge_ad.bench import run as bench
     engine = tmp_path / "model.fp32.engine"
     engine.write_bytes(b"not read: refused before the runtime is built")
     engine.with_suffix(".json").write_text(json.dumps({"metadata": {"image_score": "mean", "family": "nsa"}}))

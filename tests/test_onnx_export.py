@@ -52,7 +52,7 @@ def fp16_cli(bundle: Path) -> tuple[Path, str]:
     """`edge-ad export BUNDLE --precision fp16`: the written path and what the command printed."""
     from typer.testing import CliRunner
 
-    from edge_ad.cli import app
+    from edge_ad.cli.main import app
 
     result = CliRunner().invoke(app, ["export", str(bundle), "--precision", "fp16"])
     assert result.exit_code == 0, result.output
@@ -207,7 +207,7 @@ def test_export_command_prints_the_parity_figures_it_measured(fp16_cli: tuple[Pa
 
 def test_fp16_threshold_comes_from_its_own_good_scores(fp16_cli: tuple[Path, str], bundle: Path) -> None:
     from edge_ad.data.images import read_image
-    from edge_ad.thresholds import image_score_threshold
+    from edge_ad.thresholds.rules import image_score_threshold
 
     path, output = fp16_cli
     info = read_bundle(bundle)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge_ad.data import photos
 from edge_ad.data.layout import categories, test_samples, train_images
-from edge_ad.data.photos import (
+from edge_ad.datasets import photos
+from edge_ad.datasets.photos import (
     CROP,
     DEFECTS,
     INSTALL_HINT,
@@ -119,7 +119,7 @@ def test_train_tune_and_report_crops_never_overlap() -> None:
 
 
 def test_missing_package_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from edge_ad.cli import app
+    from edge_ad.cli.main import app
 
     monkeypatch.setattr(photos.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(PhotosUnavailable, match="edge-ad\\[photos\\]"):
@@ -133,7 +133,7 @@ def test_missing_package_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 @needs_photos
 def test_cli_writes_the_photo_set(tmp_path: Path) -> None:
-    from edge_ad.cli import app
+    from edge_ad.cli.main import app
 
     args = ["demo-data", str(tmp_path), "--source", "photos", "-c", "gravel", "--n-train", "2"]
     result = CliRunner().invoke(app, args)
@@ -157,7 +157,7 @@ def test_builder_needs_neither_torch_nor_importing_skimage() -> None:
 
     code = (
         "import importlib.util, numpy as np\n"
-        "from edge_ad.data.photos import load_photo, render_photo_sample\n"
+        "from edge_ad.datasets.photos import load_photo, render_photo_sample\n"
         "photo = load_photo('gravel') if importlib.util.find_spec('skimage') else "
         "np.random.default_rng(0).integers(40, 200, (512, 512, 3)).astype(np.uint8)\n"
         "for d in ('nsa', 'glue'):\n"

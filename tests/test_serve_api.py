@@ -118,7 +118,7 @@ def test_scores_equal_detector_and_predict_cli(
         assert status == 200, body
         answers.append(body)
     library = detector.predict(picked)
-    from edge_ad.cli import app
+    from edge_ad.cli.main import app
 
     result = CliRunner().invoke(app, ["predict", str(onnx_model), *map(str, picked), "--out", str(tmp_path / "p")])
     assert result.exit_code == 0, result.output
@@ -446,8 +446,8 @@ def test_webhook_retries_counts_failures_and_never_blocks() -> None:
 def test_serve_imports_no_torch_and_help_explains_policies() -> None:
     assert_runs_without(
         "import edge_ad.serve, edge_ad.serve.app, edge_ad.serve.service, edge_ad.serve.worker, "
-        "edge_ad.serve.sinks, edge_ad.serve.metrics, edge_ad.serve.record, edge_ad.serve.cli, edge_ad.serve.sources\n"
-        "from typer.testing import CliRunner\nfrom edge_ad.cli import app\n"
+        "edge_ad.serve.sinks, edge_ad.serve.metrics, edge_ad.serve.record, edge_ad.cli.serve, edge_ad.serve.sources\n"
+        "from typer.testing import CliRunner\nfrom edge_ad.cli.main import app\n"
         "r = CliRunner().invoke(app, ['serve', '--help'], terminal_width=200)\n"
         "assert r.exit_code == 0, r.output\n"
         "for word in ('503', 'drops its oldest', 'back-pressure', '--max-queue', '--token', '--save', '--webhook',"
@@ -458,7 +458,7 @@ def test_serve_imports_no_torch_and_help_explains_policies() -> None:
 
 
 def test_serve_cli_refuses_bad_options_with_one_line(onnx_model: Path, tmp_path: Path) -> None:
-    from edge_ad.cli import app
+    from edge_ad.cli.main import app
 
     runner = CliRunner()
     cases = [

@@ -33,7 +33,7 @@ def payload(tiny_demo: Path) -> bytes:
 
 
 class ServeProcess:
-    """``python -m edge_ad.cli serve`` on a free loopback port; stderr is read continuously (never blocks it)."""
+    """``python -m edge_ad.cli.main serve`` on a free loopback port; stderr is read continuously (never blocks it)."""
 
     def __init__(self, model: Path, out: Path, *extra: str):
         cmd = [sys.executable, "-m", "edge_ad.cli", "serve", str(model), "--port", "0", "--out", str(out)]

@@ -65,7 +65,7 @@ def test_template_ships_and_cli_prints_it(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "edge_ad.cli", "serve", "m.onnx", "--source", "folder:/srv/in", "--print-systemd"]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     if result.returncode != 0 and "No such command" in result.stderr:
-        pytest.skip("the serve command is not registered in edge_ad/cli.py yet")
+        pytest.skip("the serve command is not registered in edge_ad/cli/main.py yet")
     assert result.returncode == 0, result.stderr
     assert shlex.split(settings(result.stdout)["ExecStart"])[-4:] == ["serve", "m.onnx", "--source", "folder:/srv/in"]
     analyze = shutil.which("systemd-analyze")

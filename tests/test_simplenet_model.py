@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig, _mean_run_weight
+from edge_ad.models.simplenet.model import SimpleNet, SimpleNetConfig, _mean_run_weight
 from edge_ad.models.wide_resnet import WideResNet50Trunk, recalibrate_batchnorm
 
 

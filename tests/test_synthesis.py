@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge_ad.cli import app
-from edge_ad.data.demo import render_demo_sample
+from edge_ad.cli.main import app
 from edge_ad.data.images import read_image, read_mask
 from edge_ad.data.layout import test_samples
+from edge_ad.datasets.demo import render_demo_sample
 from edge_ad.synthesis import (
     NsaGenerator,
     NsaParams,
@@ -329,5 +329,5 @@ def test_synth_cli_unknown_category_asks_for_kind(tiny_demo: Path, tmp_path: Pat
 
 
 def test_synthesis_never_imports_torch() -> None:
-    code = "import edge_ad.synthesis, edge_ad.synthesis.mvtec, edge_ad.synthesis.sets"
+    code = "import edge_ad.synthesis, edge_ad.datasets.synthetic, edge_ad.synthesis.sets"
     assert_runs_without(code, ["torch", "scipy", "skimage"])

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge_ad.cli import app
+from edge_ad.cli.main import app
+from edge_ad.models.nsa.trainer import NsaTrainConfig
 from edge_ad.synthesis import NsaParams, params_for, synthesize
-from edge_ad.training.nsa_trainer import NsaTrainConfig
 
 runner = CliRunner()
 
@@ -88,8 +88,8 @@ def test_the_bundle_records_the_training_blend_and_validation_keeps_the_referenc
     tiny_demo: Path, tmp_path: Path, one_torch_thread: None
 ) -> None:
     from edge_ad.data.preprocess import Preprocessing
-    from edge_ad.models.nsa import NsaConfig
-    from edge_ad.training.nsa_trainer import train_nsa_bundle
+    from edge_ad.models.nsa.model import NsaConfig
+    from edge_ad.models.nsa.trainer import train_nsa_bundle
 
     bundle = train_nsa_bundle(
         tiny_demo, tmp_path / "washer", preprocessing=Preprocessing(image_size=64, resize=72),

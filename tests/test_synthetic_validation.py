@@ -14,13 +14,23 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from edge_ad.cli import app
+from edge_ad.cli.main import app
 from edge_ad.data.images import read_image
 from edge_ad.data.layout import train_images
 from edge_ad.data.preprocess import Preprocessing
-from edge_ad.models.nsa import NsaConfig, NsaModel
+from edge_ad.models.nsa.model import NsaConfig, NsaModel
+from edge_ad.models.nsa.trainer import (
+    NsaTrainConfig,
+    NsaTrainer,
+    crop_transform,
+    train_nsa_bundle,
+    training_views,
+)
 from edge_ad.models.registry import load_model
-from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
+from edge_ad.models.simplenet.model import SimpleNet, SimpleNetConfig
+from edge_ad.models.simplenet.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
+from edge_ad.models.simplenet.trainer import TrainConfig, Trainer
+from edge_ad.models.simplenet.validation import CachedLayerScorer
 from edge_ad.runtimes.torch_runtime import TorchRuntime
 from edge_ad.synthesis import NsaGenerator, params_for
 from edge_ad.synthesis.validation import (
@@ -32,16 +42,6 @@ from edge_ad.synthesis.validation import (
 )
 from edge_ad.training import epoch_validation
 from edge_ad.training.epoch_validation import EpochValidation
-from edge_ad.training.nsa_trainer import (
-    NsaTrainConfig,
-    NsaTrainer,
-    crop_transform,
-    train_nsa_bundle,
-    training_views,
-)
-from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
-from edge_ad.training.simplenet_validation import CachedLayerScorer
-from edge_ad.training.trainer import TrainConfig, Trainer
 
 PRE = Preprocessing(image_size=64, resize=72)
 # A narrow SimpleNet (384-d features, 256 hidden): the same code paths, a fraction of the per-epoch graph folding.

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edge_ad.cli import app
+from edge_ad.cli.main import app
 from edge_ad.export import tensorrt_builder as tb
 from edge_ad.runtimes import tensorrt_runtime as tr
 from tests import fake_pycuda

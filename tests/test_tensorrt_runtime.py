@@ -277,7 +277,7 @@ def test_cuda_head_smooths_with_the_sigma_the_onnx_declares(
 ) -> None:
     """The kernel is made with the graph's declared smoothing sigma (4, SimpleNet's, for exports without the key);
     a numpy stand-in computes what the real kernel is held to (tests/test_cuda_kernel.py)."""
-    from edge_ad.bench_head import head_of
+    from edge_ad.bench.head import head_of
     from edge_ad.postprocess.image_score import HeadDeclaration
     from edge_ad.postprocess.numpy_ops import postprocess
     from edge_ad.runtimes import cuda_postprocess

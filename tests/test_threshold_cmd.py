@@ -19,10 +19,10 @@ from edge_ad.bundle import (
     check_artifact_current,
     read_bundle,
 )
-from edge_ad.cli import app
+from edge_ad.cli.main import app
 from edge_ad.data.images import read_image
 from edge_ad.data.layout import train_images
-from edge_ad.thresholds import image_score_threshold, synthetic_f1_threshold
+from edge_ad.thresholds.rules import image_score_threshold, synthetic_f1_threshold
 
 
 def _f1_of(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
@@ -128,7 +128,10 @@ def test_threshold_command_rederives_and_records(private_bundle: Path, new_good:
 def test_threshold_modules_load_no_torch() -> None:
     from tests.layering import assert_runs_without
 
-    code = "import edge_ad.rethreshold, edge_ad.thresholds, edge_ad.calibration.recipes, edge_ad.calibration.choice"
+    code = (
+        "import edge_ad.thresholds.rethreshold, edge_ad.thresholds.rules, edge_ad.calibration.recipes, "
+        "edge_ad.calibration.choice"
+    )
     assert_runs_without(code, ["torch"])
 
 
@@ -182,9 +185,9 @@ def test_synthetic_f1_rule_on_new_images(
     private_bundle: Path, new_good: Path, monkeypatch: pytest.MonkeyPatch, constant: bool
 ) -> None:
     import edge_ad.runtimes.torch_runtime as torch_runtime
-    from edge_ad.rethreshold import rethreshold
     from edge_ad.synthesis.params import NsaParams, params_for
     from edge_ad.synthesis.validation import build_validation_set
+    from edge_ad.thresholds.rethreshold import rethreshold
 
     good, batch = _good_batch(private_bundle, new_good)
     fake = _NearestGood(batch, constant)
@@ -238,7 +241,7 @@ def _new_scores(runtime, bundle: Path, new_good: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def relit_bundle(tiny_bundle: Path, new_good: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the tiny bundle re-thresholded on the brighter images with k = 2."""
-    from edge_ad.rethreshold import rethreshold
+    from edge_ad.thresholds.rethreshold import rethreshold
 
     bundle = _fresh_copy(tiny_bundle, tmp_path_factory.mktemp("relit_bundle"))
     rethreshold(bundle, new_good, sigmas=2.0)
@@ -255,7 +258,7 @@ def test_fp16_export_after_rethreshold_uses_its_images(relit_bundle: Path, new_g
     assert info.raw["threshold_history"][-1]["by"]["names"] == sorted(p.name for p in _good_batch(bundle, new_good)[0])
     result = export_onnx_checked(bundle, precision="fp16", verify=False)
     runtime = OnnxRuntime(result.path)
-    # independently: edge_ad.thresholds on the fp16 ONNX's own scores of the re-threshold images (gate-refused blank
+    # independently: thresholds.rules on the fp16 ONNX's own scores of the re-threshold images (gate-refused blank
     # frame left out, as the command did), with the command's k
     expected = image_score_threshold(_new_scores(runtime, bundle, new_good), 2.0)["threshold"]
     assert result.threshold["value"] == pytest.approx(expected, rel=1e-6)
@@ -298,7 +301,7 @@ def test_export_refuses_when_the_rethreshold_images_are_gone(
 ) -> None:
     import shutil
 
-    from edge_ad.rethreshold import rethreshold
+    from edge_ad.thresholds.rethreshold import rethreshold
 
     bundle = _fresh_copy(tiny_bundle, tmp_path)
     images = tmp_path / "line2"
@@ -320,7 +323,7 @@ def test_synthetic_f1_basis_rebuilds_the_commands_set(
     run on them by the same rule gives back the stored threshold exactly."""
     import edge_ad.runtimes.torch_runtime as torch_runtime
     from edge_ad.calibration.selection import basis_statistics, bundle_threshold_sets, run_model
-    from edge_ad.rethreshold import rethreshold
+    from edge_ad.thresholds.rethreshold import rethreshold
 
     bundle = _fresh_copy(tiny_bundle, tmp_path)
     fake = _NearestGood(_good_batch(bundle, new_good)[1])

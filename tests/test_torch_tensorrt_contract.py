@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from edge_ad.models.simplenet import SimpleNet
+from edge_ad.models.simplenet.model import SimpleNet
 from edge_ad.runtimes import torch_tensorrt_runtime as ttr
 from edge_ad.runtimes.torch_runtime import TorchRuntime
 from tests import fake_torch_tensorrt
@@ -103,7 +103,7 @@ def test_save_writes_an_exported_program_atomically(fake, model: SimpleNet, tmp_
 
 
 def test_bench_reaches_the_backend(tiny_bundle: Path) -> None:
-    from edge_ad.bench import run_bench
+    from edge_ad.bench.run import run_bench
 
     report = run_bench(tiny_bundle, backends=["torch-tensorrt"], batches=[1], warmup=0, iters=1, reference=False)
     (row,) = report["rows"]

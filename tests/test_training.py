@@ -13,9 +13,9 @@ import torch
 from edge_ad.bundle import BundleError, read_bundle
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.models.registry import load_model
-from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
-from edge_ad.training.pipeline import BackboneSpec, train_bundle
-from edge_ad.training.trainer import (
+from edge_ad.models.simplenet.model import SimpleNet, SimpleNetConfig
+from edge_ad.models.simplenet.pipeline import BackboneSpec, train_bundle
+from edge_ad.models.simplenet.trainer import (
     TrainConfig,
     Trainer,
     add_feature_noise,

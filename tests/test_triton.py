@@ -95,7 +95,7 @@ def test_static_batch_onnx_is_refused(private_bundle: Path, tmp_path: Path):
 def test_cli_export_triton_needs_out(dynamic_onnx: Path):
     from typer.testing import CliRunner
 
-    from edge_ad.cli import app
+    from edge_ad.cli.main import app
 
     result = CliRunner().invoke(app, ["export", str(dynamic_onnx), "--format", "triton"])
     assert result.exit_code == 2 and "--out" in result.output
@@ -104,7 +104,7 @@ def test_cli_export_triton_needs_out(dynamic_onnx: Path):
 def test_cli_export_triton_python_backend(private_bundle: Path, tmp_path: Path):
     from typer.testing import CliRunner
 
-    from edge_ad.cli import app
+    from edge_ad.cli.main import app
 
     args = ["export", str(private_bundle), "--format", "triton", "--out", str(tmp_path), "--python-backend"]
     result = CliRunner().invoke(app, [*args, "--max-batch", "4"])
@@ -235,7 +235,7 @@ def test_real_server_through_detector(triton_server, dynamic_onnx: Path, tiny_de
     want = local.predict(paths)
     assert isinstance(local.runtime, OnnxRuntime) and remote.runtime.name == "triton"
     assert [p.verdict for p in got] == [p.verdict for p in want]
-    from edge_ad.bench import make_runtime
+    from edge_ad.bench.run import make_runtime
 
     bench_rt = make_runtime(Path(triton_server.grpc_url + "/washer"), "triton", "fp32", "cpu")  # `edge-ad bench`'s path
     assert bench_rt.name == "triton" and bench_rt.protocol == "grpc"
@@ -253,8 +253,8 @@ def test_stale_repository_is_refused_after_rethreshold(tiny_bundle: Path, tiny_d
     from edge_ad.detector import Detector
     from edge_ad.export.onnx_export import export_onnx
     from edge_ad.export.triton import write_triton_repository
-    from edge_ad.rethreshold import rethreshold
     from edge_ad.runtimes.triton_runtime import TritonRuntime
+    from edge_ad.thresholds.rethreshold import rethreshold
 
     bundle = tmp_path / "washer"
     bundle.mkdir()

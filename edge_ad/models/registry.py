@@ -16,8 +16,8 @@ from torch import Tensor
 from edge_ad.bundle import CONFIG_NAME, WEIGHTS_NAME, BundleError, BundleInfo, read_bundle, write_config
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.io import atomic_write_with
-from edge_ad.models.nsa import NsaConfig, NsaModel
-from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
+from edge_ad.models.nsa.model import NsaConfig, NsaModel
+from edge_ad.models.simplenet.model import SimpleNet, SimpleNetConfig
 
 AnomalyModel = SimpleNet | NsaModel  # the torch model of every registered family
 

@@ -1,7 +1,7 @@
 """How a family's graph turns its patch map into outputs (image score, smoothing), and whether the fused CUDA kernel
 can stand in for it.
 
-The CUDA post-processing kernel (``export/kernels/anomaly_map.cu``, :mod:`edge_ad.runtimes.cuda_postprocess`)
+The CUDA post-processing kernel (``edge_ad/runtimes/kernels/anomaly_map.cu``, :mod:`edge_ad.runtimes.cuda_postprocess`)
 computes SimpleNet's image score, the maximum of the patch map. A family whose graph scores an image otherwise
 (NSA: the map's mean) declares it (``image_score`` on its inference graph, written into the ONNX metadata and
 from there into an engine's sidecar), and every ``--postprocess cuda`` / ``--head cuda`` path refuses it here,

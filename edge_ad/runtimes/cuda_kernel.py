@@ -8,7 +8,6 @@ that needs no GPU binding at all; :func:`find_nvcc` is here because ``edge-ad do
 from __future__ import annotations
 
 import importlib.resources
-import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -24,18 +23,8 @@ MAX_GRID_YZ = 65535
 
 
 def kernel_source() -> str:
-    """The CUDA source shipped as package data of ``edge_ad.export``.
-
-    The file is located through the package's import spec so that ``edge_ad.export/__init__`` (which may
-    import torch) is not executed; ``importlib.resources`` is the fallback for zipped installs.
-    """
-    spec = importlib.util.find_spec("edge_ad.export")
-    if spec is not None and spec.submodule_search_locations:
-        for root in spec.submodule_search_locations:
-            path = Path(root).joinpath(*KERNEL_RESOURCE)
-            if path.is_file():
-                return path.read_text(encoding="utf-8")
-    return importlib.resources.files("edge_ad.export").joinpath(*KERNEL_RESOURCE).read_text(encoding="utf-8")
+    """The CUDA source shipped as package data of ``edge_ad.runtimes`` (``kernels/anomaly_map.cu``)."""
+    return importlib.resources.files("edge_ad.runtimes").joinpath(*KERNEL_RESOURCE).read_text(encoding="utf-8")
 
 
 def find_nvcc() -> str:

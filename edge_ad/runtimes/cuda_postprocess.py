@@ -1,4 +1,4 @@
-"""Anomaly-map post-processing on the GPU with the CUDA kernels in ``export/kernels/anomaly_map.cu``.
+"""Anomaly-map post-processing on the GPU with the CUDA kernels in ``edge_ad/runtimes/kernels/anomaly_map.cu``.
 
 :class:`CudaAnomalyMap` turns raw patch scores ``[N, h, w]`` into ``(image_score[N], anomaly_map[N, H, W])``,
 the same computation as :func:`edge_ad.postprocess.numpy_ops.postprocess` (held to it within 1e-5 relative by

@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import torch
 
-from edge_ad.models.simplenet import SimpleNet
+from edge_ad.models.simplenet.model import SimpleNet
 from edge_ad.runtimes.base import check_batch
 
 
@@ -19,7 +19,7 @@ class TorchRuntime:
     the post-processing head, with its 33 Gaussian taps, stays in fp32 exactly as exported.
 
     ``postprocess="cuda"`` (CUDA devices only) replaces the graph's torch post-processing head by the fused
-    CUDA kernel (``export/kernels/anomaly_map.cu``) working on the same device tensors.
+    CUDA kernel (``edge_ad/runtimes/kernels/anomaly_map.cu``) working on the same device tensors.
     """
 
     name = "torch"

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_ad.models.simplenet import SimpleNet
+from edge_ad.models.simplenet.model import SimpleNet
 from edge_ad.runtimes.base import check_batch
 from edge_ad.runtimes.torch_runtime import TorchRuntime
 

@@ -61,7 +61,7 @@ def _executable() -> list[str]:
     found = shutil.which("edge-ad")
     if found:
         return [str(Path(found).absolute())]
-    return [sys.executable, "-m", "edge_ad.cli"]
+    return [sys.executable, "-m", "edge_ad.cli.main"]
 
 
 def systemd_unit(

@@ -22,7 +22,7 @@ from edge_ad.data.preprocess import Preprocessing
 from edge_ad.models.registry import save_model
 from edge_ad.progress import console
 from edge_ad.runtimes.torch_runtime import TorchRuntime
-from edge_ad.thresholds import good_image_statistics
+from edge_ad.thresholds.rules import good_image_statistics
 from edge_ad.training.epoch_validation import EpochValidation
 
 __all__ = ["finish_bundle", "set_aside_stale_exports"]

@@ -1,8 +1,8 @@
 """What every family's bundle training does before its trainer runs: the good images and their hold-out, the
 synthetic validation set, the run's data fingerprint and its checkpoint folder.
 
-Why one module: SimpleNet's :func:`~edge_ad.training.pipeline.train_bundle` and NSA's
-:func:`~edge_ad.training.nsa_trainer.train_nsa_bundle` must split, log, validate and refuse a stale checkpoint the
+Why one module: SimpleNet's :func:`~edge_ad.models.simplenet.pipeline.train_bundle` and NSA's
+:func:`~edge_ad.models.nsa.trainer.train_nsa_bundle` must split, log, validate and refuse a stale checkpoint the
 same way, or a bundle of one family would record its hold-out or its validation set differently from the other.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_ad.data.layout import resolve_category, train_images
+from edge_ad.models.simplenet.trainer import CHECKPOINT_NAME, split_holdout
 from edge_ad.progress import console
 from edge_ad.training.epoch_validation import EpochValidation, OnEpoch, prepare_validation
-from edge_ad.training.trainer import CHECKPOINT_NAME, split_holdout
 
 __all__ = ["GoodSplit", "checkpoint_dir_for", "data_fingerprint", "split_good_images", "synthetic_validation"]
 

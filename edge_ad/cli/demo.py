@@ -13,13 +13,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edge_ad.data.demo import DEFAULT_DEMO_CATEGORY, make_demo_dataset
 from edge_ad.data.preprocess import Preprocessing
+from edge_ad.datasets.demo import DEFAULT_DEMO_CATEGORY, make_demo_dataset
 from edge_ad.io import atomic_write_json
-from edge_ad.models.simplenet import SimpleNetConfig
-from edge_ad.training.nsa_trainer import NSA_CPU_DEMO, PRESETS, train_nsa_bundle
-from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
-from edge_ad.training.trainer import TrainConfig
+from edge_ad.models.nsa.trainer import NSA_CPU_DEMO, PRESETS, train_nsa_bundle
+from edge_ad.models.simplenet.model import SimpleNetConfig
+from edge_ad.models.simplenet.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
+from edge_ad.models.simplenet.trainer import TrainConfig
 
 DEMO_EPOCHS = 30  # SimpleNet's demo schedule
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from edge_ad.cli_output import UserError, err, out
+from edge_ad.cli.output import UserError, err, out
 
 
 def export_serving(
@@ -28,7 +28,7 @@ def export_serving(
         )
         out.print(f"triton model: {result.model_dir} ({result.kind}; config {result.config})")
         return
-    from edge_ad.export.deepstream import write_deepstream
+    from edge_ad.export.deepstream_config import write_deepstream
 
     ds = write_deepstream(model, out_dir, precision=precision, batch_size=batch_size)
     out.print(f"deepstream: {ds.config} (onnx {ds.onnx}; nvinfer builds {ds.engine}; probe example anomaly_probe.py)")

@@ -23,12 +23,12 @@ import torch
 from torch import Tensor
 
 from edge_ad.io import atomic_write_with
-from edge_ad.models.simplenet import SimpleNet
+from edge_ad.models.simplenet.model import SimpleNet
+from edge_ad.models.simplenet.validation import CachedLayerScorer
 from edge_ad.progress import console
 from edge_ad.synthesis.validation import Predict, ValidationScores, ValidationSet
 from edge_ad.training.epoch_loop import EpochLoop
 from edge_ad.training.epoch_validation import EpochValidation, check_validation_settings
-from edge_ad.training.simplenet_validation import CachedLayerScorer
 
 CHECKPOINT_NAME = "checkpoint.pt"
 

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from edge_ad.data.images import read_image
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.io import atomic_write_with
-from edge_ad.models.nsa import STRIDE, NsaConfig, NsaModel
+from edge_ad.models.nsa.model import STRIDE, NsaConfig, NsaModel
+from edge_ad.models.simplenet.trainer import CHECKPOINT_NAME, _generator, load_checkpoint, run_fingerprint
 from edge_ad.progress import console
 from edge_ad.runtimes.torch_runtime import TorchRuntime
 from edge_ad.synthesis import NsaGenerator, batch_stream, params_for
@@ -45,7 +46,6 @@ from edge_ad.training.epoch_validation import (
 )
 from edge_ad.training.finish import finish_bundle
 from edge_ad.training.run_start import checkpoint_dir_for, data_fingerprint, split_good_images, synthetic_validation
-from edge_ad.training.trainer import CHECKPOINT_NAME, _generator, load_checkpoint, run_fingerprint
 
 __all__ = ["NSA_CPU_DEMO", "NSA_PAPER", "NsaEpoch", "NsaTrainConfig", "NsaTrainer", "train_nsa_bundle"]
 

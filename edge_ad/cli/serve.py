@@ -1,4 +1,4 @@
-"""The ``edge-ad serve`` command (registered in :mod:`edge_ad.cli`); imports the server only when it runs."""
+"""The ``edge-ad serve`` command (registered in :mod:`edge_ad.cli.main`); imports the server only when it runs."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def serve_command(
         False, "--print-systemd", help="Print a systemd unit that runs this same command, and exit."
     ),
 ) -> None:
-    from edge_ad.cli_output import friendly
+    from edge_ad.cli.output import friendly
 
     @friendly
     def run() -> None:

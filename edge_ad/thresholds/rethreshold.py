@@ -35,7 +35,7 @@ from edge_ad.bundle import (
 )
 from edge_ad.data.images import list_images
 from edge_ad.io import atomic_write_json
-from edge_ad.thresholds import (
+from edge_ad.thresholds.rules import (
     DEFAULT_RULE,
     RULES,
     SYNTHETIC_F1,
@@ -110,7 +110,7 @@ def rethreshold(
     else:
         score_stats.pop("synthetic_validation", None)
     # what made the new value, so an export re-derives its own threshold on the same images by the same rule
-    # (edge_ad.threshold_basis); a synthetic-f1 set is described in score_stats["synthetic_validation"]
+    # (edge_ad.thresholds.basis); a synthetic-f1 set is described in score_stats["synthetic_validation"]
     by: dict[str, Any] = {"rule": rule, "images": len(names), "folder": str(folder), "names": list(names)}
     if rule != SYNTHETIC_F1:
         by["sigmas"] = k
@@ -178,7 +178,7 @@ def _recorded_sigmas(info: BundleInfo) -> float:
     recorded = info.training.get("threshold_sigmas")
     if isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
         return float(recorded)
-    from edge_ad.training.trainer import TrainConfig  # the trainer's default; torch is loaded already
+    from edge_ad.models.simplenet.trainer import TrainConfig  # the trainer's default; torch is loaded already
 
     return float(TrainConfig().threshold_sigmas)
 

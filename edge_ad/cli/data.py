@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from edge_ad.cli_output import UserError, err, friendly, out
+from edge_ad.cli.output import UserError, err, friendly, out
 
 __all__ = ["demo_data", "synth"]
 
@@ -30,7 +30,7 @@ def demo_data(
     if source == "photos":
         from rich.markup import escape
 
-        from edge_ad.data.photos import PhotosUnavailable, make_photo_dataset
+        from edge_ad.datasets.photos import PhotosUnavailable, make_photo_dataset
 
         try:
             folders = make_photo_dataset(root, category or None, seed=seed, n_train=40 if n_train is None else n_train)
@@ -38,7 +38,7 @@ def demo_data(
             err.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from None
     elif source == "procedural":
-        from edge_ad.data.demo import make_demo_dataset
+        from edge_ad.datasets.demo import make_demo_dataset
 
         folders = make_demo_dataset(root, category or None, seed=seed, n_train=60 if n_train is None else n_train)
     else:
@@ -67,7 +67,7 @@ def synth(
     ),
 ) -> None:
     """Write NSA synthetic anomalies (patches of other good images, Poisson-blended) with masks, to look at."""
-    from edge_ad.synthesis.mvtec import write_synthetic
+    from edge_ad.datasets.synthetic import write_synthetic
     from edge_ad.synthesis.params import parse_background
 
     extra = {} if background is None else {"background": parse_background(background)}

@@ -13,7 +13,13 @@ import torch
 from edge_ad.bundle import file_sha256
 from edge_ad.data.images import read_image
 from edge_ad.data.preprocess import Preprocessing
-from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
+from edge_ad.models.simplenet.feature_cache import extract_features
+from edge_ad.models.simplenet.model import SimpleNet, SimpleNetConfig
+from edge_ad.models.simplenet.trainer import (
+    TrainConfig,
+    Trainer,
+    run_fingerprint,
+)
 from edge_ad.models.wide_resnet import (
     DEFAULT_RANDOM_INIT,
     IMAGENET_WEIGHTS,
@@ -27,14 +33,8 @@ from edge_ad.models.wide_resnet import (
 )
 from edge_ad.progress import console
 from edge_ad.training.epoch_validation import OnEpoch
-from edge_ad.training.feature_cache import extract_features
 from edge_ad.training.finish import finish_bundle
 from edge_ad.training.run_start import checkpoint_dir_for, data_fingerprint, split_good_images, synthetic_validation
-from edge_ad.training.trainer import (
-    TrainConfig,
-    Trainer,
-    run_fingerprint,
-)
 
 RANDOM_BACKBONE_NOISE_STD = 0.2
 

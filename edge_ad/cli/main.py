@@ -14,10 +14,10 @@ import typer
 from rich.table import Table
 
 from edge_ad import __version__
-from edge_ad.cli_bench import bench_table
-from edge_ad.cli_data import demo_data, synth
-from edge_ad.cli_export import export_engine, export_serving
-from edge_ad.cli_output import UserError, err, friendly, metrics_table, out
+from edge_ad.cli.bench import bench_table
+from edge_ad.cli.data import demo_data, synth
+from edge_ad.cli.export import export_engine, export_serving
+from edge_ad.cli.output import UserError, err, friendly, metrics_table, out
 from edge_ad.io import atomic_write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Anomaly detection trained on good parts only.")
@@ -94,7 +94,7 @@ def train(
     ),
 ) -> None:
     """Train a model family (SimpleNet by default) on good images and write a model bundle."""
-    from edge_ad.cli_train import run_train
+    from edge_ad.cli.train import run_train
 
     run_train(
         data,
@@ -224,7 +224,7 @@ def import_simplenet(
     ),
 ) -> None:
     """Make an edge-ad bundle from a checkpoint trained with the authors' code."""
-    from edge_ad.import_simplenet import default_resize, import_checkpoint
+    from edge_ad.models.simplenet.import_checkpoint import default_resize, import_checkpoint
 
     if no_crop and resize is not None:
         raise UserError("--no-crop resizes straight to --image-size: do not pass --resize with it")
@@ -339,7 +339,7 @@ def bench(
     json_out: Path = typer.Option(None, "--json", help="Report path (default: bench-<device>.json beside TARGET)."),
 ) -> None:
     """FPS and latency per backend/precision/batch, against the paper's 77 FPS and the in-run baseline."""
-    from edge_ad.bench import BACKENDS, run_bench
+    from edge_ad.bench.run import BACKENDS, run_bench
 
     backends = list(BACKENDS) if backend == "all" else [b.strip() for b in backend.split(",")]
     report = run_bench(
@@ -389,7 +389,7 @@ def demo(
     seed: int = typer.Option(0),
 ) -> None:
     """The main job end to end: demo data -> train (SimpleNet on a random backbone, or NSA) -> eval -> predict."""
-    from edge_ad.quickstart import DEMO_RECIPES, run_demo
+    from edge_ad.cli.demo import DEMO_RECIPES, run_demo
 
     recipe = DEMO_RECIPES.get(model)
     if recipe is None:
@@ -406,7 +406,7 @@ def demo(
     predict.__wrapped__(Path(report["model"]), sample, root / "predictions", "torch", "cpu", "fp32", True)  # type: ignore[attr-defined]
 
 
-from edge_ad.serve.cli import serve_command  # noqa: E402 - torch-free; the server is imported when it runs
+from edge_ad.cli.serve import serve_command  # noqa: E402 - torch-free; the server is imported when it runs
 
 app.command("serve")(serve_command)
 
@@ -425,7 +425,7 @@ def threshold_cmd(
 ) -> None:
     """Re-derive the bundle's verdict threshold from new good images, without retraining; older exports of it are
     refused from then on (re-export them)."""
-    from edge_ad.rethreshold import result_lines, rethreshold
+    from edge_ad.thresholds.rethreshold import result_lines, rethreshold
 
     options = {"rule": rule, "sigmas": sigmas, "seed": seed, "kind": kind, "dry_run": dry_run, "device": device}
     result = rethreshold(model, good_dir, **options)

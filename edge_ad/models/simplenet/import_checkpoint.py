@@ -23,7 +23,7 @@ from torch import nn
 from edge_ad.data.images import list_images, read_image
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.models.registry import save_model
-from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
+from edge_ad.models.simplenet.model import SimpleNet, SimpleNetConfig
 from edge_ad.models.wide_resnet import (
     WideResNet50Trunk,
     load_backbone_weights,
@@ -31,7 +31,7 @@ from edge_ad.models.wide_resnet import (
     state_dict_sha256,
 )
 from edge_ad.runtimes.torch_runtime import TorchRuntime
-from edge_ad.thresholds import good_image_statistics
+from edge_ad.thresholds.rules import good_image_statistics
 
 DISCRIMINATOR_KEYS = {
     "body.block1.0.weight": "fc1.weight",

@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 
 from edge_ad import __version__
-from edge_ad.bench_head import numpy_head, patch_map_of
-from edge_ad.bench_memory import DeviceMemory, device_memory_used
-from edge_ad.bench_target import PAPER_FPS, artifact_metadata, paper_fps_for, target_preprocessing
+from edge_ad.bench.head import numpy_head, patch_map_of
+from edge_ad.bench.memory import DeviceMemory, device_memory_used
+from edge_ad.bench.target import PAPER_FPS, artifact_metadata, paper_fps_for, target_preprocessing
 from edge_ad.bundle import file_sha256, read_bundle
 from edge_ad.data.images import list_images, read_image
 from edge_ad.data.layout import resolve_category, train_images

@@ -224,7 +224,7 @@ class NsaGraph(nn.Module):
     Shares the model's modules (eval mode). The network parts are named as in SimpleNet's graph (``backbone``,
     ``parts``, ``out``, ``head``) so the torch runtime's fp16 split (network half, head float) applies unchanged.
 
-    Declared for the stages after export (see :class:`~edge_ad.models.simplenet.SimpleNetGraph`): the image score
+    Declared for the stages after export (see :class:`~edge_ad.models.simplenet.model.SimpleNetGraph`): the image score
     is the map's mean (so the max-computing CUDA kernel cannot stand in for the head), the map's smoothing sigma
     (the config's), and the INT8 layout:
     encoder, decoder, the last 7x7 transposed conv to one channel, and a head (sigmoid, mean, optional

@@ -15,7 +15,7 @@ from typing import Any
 from edge_ad.bundle import BundleInfo
 from edge_ad.data.images import list_images
 from edge_ad.data.layout import DatasetError, train_images
-from edge_ad.thresholds import GOOD_SIGMA, RULES, SYNTHETIC_F1
+from edge_ad.thresholds.rules import GOOD_SIGMA, RULES, SYNTHETIC_F1
 
 __all__ = [
     "HOLDOUT",

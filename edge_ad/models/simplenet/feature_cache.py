@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from edge_ad.models.simplenet import SimpleNet
+from edge_ad.models.simplenet.model import SimpleNet
 from edge_ad.progress import progress_bar
 
 

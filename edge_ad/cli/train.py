@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_ad.cli_output import UserError, err
+from edge_ad.cli.output import UserError, err
 
 __all__ = ["run_train"]
 
@@ -62,9 +62,9 @@ def _train_simplenet(
     options: dict[str, Any],
     run: dict[str, Any],
 ) -> None:
-    from edge_ad.models.simplenet import SimpleNetConfig
-    from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
-    from edge_ad.training.trainer import TrainConfig
+    from edge_ad.models.simplenet.model import SimpleNetConfig
+    from edge_ad.models.simplenet.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
+    from edge_ad.models.simplenet.trainer import TrainConfig
 
     weights, random_backbone = options.get("backbone_weights"), bool(options.get("random_backbone"))
     if (weights is None) == (not random_backbone):
@@ -100,7 +100,7 @@ def _train_nsa(
     run: dict[str, Any],
 ) -> None:
     """``edge-ad train --model nsa``: the preset's recipe with the options the user gave on top."""
-    from edge_ad.training.nsa_trainer import PRESETS, train_nsa_bundle
+    from edge_ad.models.nsa.trainer import PRESETS, train_nsa_bundle
 
     name = options.get("preset") or "paper"
     if name not in PRESETS:

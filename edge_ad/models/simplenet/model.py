@@ -158,7 +158,7 @@ class SimpleNet(nn.Module):
 
     family = "simplenet"
     # The authors' inference path, timed by `edge-ad bench` as its in-run baseline ("module:class", imported there).
-    reference_baseline: ClassVar[str | None] = "edge_ad.benchmarks.reference_baseline:ReferenceBaseline"
+    reference_baseline: ClassVar[str | None] = "edge_ad.models.simplenet.reference_baseline:ReferenceBaseline"
 
     def __init__(self, config: SimpleNetConfig | None = None, image_size: int = 224):
         super().__init__()
