@@ -15,20 +15,23 @@ from pathlib import Path
 from typing import Any
 
 from edge_ad import BUNDLE_FORMAT_VERSION, __version__
+from edge_ad.artifacts import (
+    WEIGHTS_NAME,
+    BundleError,
+    artifact_bundle_threshold,
+    artifact_weights_sha256,
+    finite_threshold,
+    metadata_bundle_threshold,
+)
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.io import atomic_write_json
 
 CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FORMAT_NAME = "edge-ad-bundle"
 # Fewest good images a verdict threshold should rest on. Why 10: a new good image scores above the largest of n
 # good ones with probability 1/(n+1) (exchangeability), over 9% below 10 images; and the relative error of their
 # standard deviation, about 1/sqrt(2(n-1)), exceeds 24%, so mean + 3 std can be off by more than 0.7 std.
 MIN_THRESHOLD_IMAGES = 10
-
-
-class BundleError(ValueError):
-    """A bundle that is missing, damaged, or written by an incompatible edge-ad."""
 
 
 def file_sha256(path: str | Path) -> str:
@@ -151,25 +154,6 @@ def read_bundle(bundle_dir: str | Path, *, verify_weights: bool = True) -> Bundl
     return info
 
 
-def finite_threshold(value: Any, where: str | Path, *, text: bool = False) -> float:
-    """The verdict threshold as a float; NaN or inf would silently call every image good, so they are refused.
-
-    ``text``: the value is a string (ONNX metadata); in ``config.json`` it must be a JSON number.
-    """
-    if isinstance(value, bool) or not isinstance(value, (str,) if text else (int, float)):
-        raise BundleError(f"{where}: the verdict threshold {value!r} is not a number")
-    try:
-        threshold = float(value)
-    except ValueError:
-        raise BundleError(f"{where}: the verdict threshold {value!r} is not a number") from None
-    if not math.isfinite(threshold):
-        raise BundleError(
-            f"{where}: the verdict threshold is {threshold} (not finite), so every verdict would be meaningless; "
-            "retrain the bundle (or set the threshold from good images) and re-export"
-        )
-    return threshold
-
-
 def recorded_weights_sha256(raw: dict[str, Any], where: str | Path) -> str:
     """The weights' SHA-256 that ``config.json`` seals; a config without it cannot be trusted, so it is refused."""
     files = raw.get("files")
@@ -262,65 +246,6 @@ def _check_threshold_current(
         f"{artifact} {was}, but `edge-ad threshold` set {info.path}'s threshold to {info.threshold:.6g} ({when}); "
         f"{redo or _reexport_hint(info.path, artifact)}"
     )
-
-
-def artifact_bundle_threshold(artifact: str | Path) -> float | None:
-    """The bundle threshold an export was made with: ``score_stats.fp32_threshold`` when the export derived its own
-    (fp16, INT8), else its ``threshold``; None when it records neither."""
-    return metadata_bundle_threshold(artifact_metadata(artifact))
-
-
-def metadata_bundle_threshold(meta: dict[str, str]) -> float | None:
-    """:func:`artifact_bundle_threshold` of metadata already read (an ONNX's props, a Triton model's parameters)."""
-    try:
-        stats = json.loads(meta.get("score_stats") or "{}")
-        value = stats.get("fp32_threshold") if isinstance(stats, dict) else None
-        value = meta.get("threshold") if value is None else value
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def artifact_metadata(artifact: str | Path) -> dict[str, str]:
-    """The edge-ad metadata of an ONNX model (``metadata_props``) or a TensorRT engine (its sidecar's copy)."""
-    artifact = Path(artifact)
-    if artifact.suffix == ".engine":
-        from edge_ad.export.tensorrt_builder import read_sidecar  # torch-free; lazy: it imports this module
-
-        return dict(read_sidecar(artifact).get("metadata") or {})
-    try:
-        import onnx
-
-        proto = onnx.load(str(artifact), load_external_data=False)
-        return {p.key: p.value for p in proto.metadata_props}
-    except ImportError:  # the base install has onnxruntime but not onnx
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
-        return dict(session.get_modelmeta().custom_metadata_map)
-
-
-def artifact_weights_sha256(artifact: str | Path) -> str | None:
-    """``bundle_weights_sha256`` an ONNX model (metadata) or a TensorRT engine (its JSON sidecar) recorded."""
-    artifact = Path(artifact)
-    if artifact.suffix == ".engine":
-        from edge_ad.export.tensorrt_builder import read_sidecar  # torch-free; lazy: it imports this module
-
-        sidecar = read_sidecar(artifact)  # the hash at its top level, or in the ONNX metadata it carries
-        sha = sidecar.get("bundle_weights_sha256") or (sidecar.get("metadata") or {}).get("bundle_weights_sha256")
-        return str(sha) if sha else None
-    try:
-        import onnx
-
-        proto = onnx.load(str(artifact), load_external_data=False)
-        meta = {p.key: p.value for p in proto.metadata_props}
-    except ImportError:  # the base install has onnxruntime but not onnx
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
-        meta = session.get_modelmeta().custom_metadata_map
-    sha = meta.get("bundle_weights_sha256")
-    return str(sha) if sha else None
 
 
 def threshold_warning(threshold: float, score_stats: dict[str, Any]) -> str | None:

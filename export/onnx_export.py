@@ -48,12 +48,12 @@ import torch
 from torch import Tensor, nn
 
 from edge_ad import BUNDLE_FORMAT_VERSION, __version__
+from edge_ad.artifacts import INPUT_NAME, REQUIRED_METADATA
+from edge_ad.artifacts import OUTPUT_NAMES as RUNTIME_OUTPUTS
 from edge_ad.bundle import WEIGHTS_NAME, BundleError, BundleInfo, file_sha256
 from edge_ad.io import atomic_path
 from edge_ad.models.registry import load_model
 from edge_ad.postprocess.image_score import IMAGE_SCORE_KEY, IMAGE_SCORES, SMOOTHING_SIGMA_KEY, HeadDeclaration
-from edge_ad.runtimes.onnx_runtime import INPUT_NAME, REQUIRED_METADATA
-from edge_ad.runtimes.onnx_runtime import OUTPUT_NAMES as RUNTIME_OUTPUTS
 
 from .onnx_graph import FLOP_STAGES, descendants, graph_flops
 from .op_check import assert_tensorrt_compatible

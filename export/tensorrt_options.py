@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from edge_ad.artifacts import GRAPH_HEAD_OUTPUTS, HEAD_BOUNDARY, REQUIRED_METADATA
+
 from .onnx_info import OnnxInfo, read_onnx_info
 
 PRECISIONS = ("fp32", "fp16", "int8")
 HEADS = ("graph", "cuda")
 SIDECAR_FORMAT = 2
-HEAD_BOUNDARY = "patch_scores"  # the head (resize, smoothing, max) is everything that depends on it
-GRAPH_HEAD_OUTPUTS = ("image_score", "anomaly_map")
 # ONNX ops whose outputs are integers whatever their input: not pinned to FP32, not followed (trtexec line).
 INTEGER_OPS = ("Shape", "Size", "ArgMax", "ArgMin", "NonZero")
 INSTALL_HINT = (
@@ -87,8 +87,6 @@ class BuildOptions:
 # ----------------------------------------------------------------------------------------------- the ONNX
 def edge_ad_onnx(onnx_path: str | Path) -> OnnxInfo:
     """The ONNX's header, refused unless edge-ad's export wrote it (metadata, input, outputs)."""
-    from edge_ad.runtimes.onnx_runtime import REQUIRED_METADATA
-
     info = read_onnx_info(onnx_path)
     missing = [k for k in REQUIRED_METADATA if k not in info.metadata]
     if missing:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from edge_ad.artifacts import artifact_metadata
 from edge_ad.bundle import (
     MIN_THRESHOLD_IMAGES,
     BundleError,
-    artifact_metadata,
     artifact_weights_sha256,
     check_artifact_current,
     read_bundle,

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edge_ad import artifacts
 from edge_ad.data.preprocess import Preprocessing
 
 __all__ = ["PAPER_FPS", "PAPER_FPS_BY_FAMILY", "artifact_metadata", "paper_fps_for", "target_preprocessing"]
@@ -21,21 +22,12 @@ PAPER_FPS_BY_FAMILY: dict[str, float] = {"simplenet": PAPER_FPS}
 def artifact_metadata(target: Path) -> dict[str, str]:
     """edge-ad's metadata of an exported ONNX or engine file; empty when there is none to read here (a folder, a
     remote Triton model, an unreadable file: its own row reports that)."""
-    if target.suffix == ".onnx" and target.is_file():
-        import onnxruntime as ort
-
-        try:
-            session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
-            return dict(session.get_modelmeta().custom_metadata_map)
-        except Exception:  # noqa: BLE001 - reported by the runtime's own row
-            return {}
-    if target.suffix == ".engine":
-        try:
-            meta = json.loads(target.with_suffix(".json").read_text()).get("metadata", {})
-        except (OSError, ValueError, AttributeError):
-            return {}
-        return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
-    return {}
+    if target.suffix not in (".onnx", ".engine") or not target.is_file():
+        return {}
+    try:
+        return {str(k): str(v) for k, v in artifacts.artifact_metadata(target).items()}
+    except Exception:  # noqa: BLE001 - reported by the runtime's own row
+        return {}
 
 
 def target_preprocessing(info: Any, metadata: dict[str, str]) -> Preprocessing:

@@ -7,7 +7,6 @@ format, is refused with a ValueError (:class:`edge_ad.bundle.BundleError`).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,27 +15,10 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 
-from edge_ad import BUNDLE_FORMAT_VERSION, __version__
-from edge_ad.bundle import BundleError, finite_threshold
-from edge_ad.data.preprocess import Preprocessing
-from edge_ad.postprocess.image_score import HeadDeclaration
+from edge_ad.artifacts import INPUT_NAME, OUTPUT_NAMES, PATCH_OUTPUT, ArtifactInfo, BundleError
 from edge_ad.runtimes.base import check_batch
 
-__all__ = ["REQUIRED_METADATA", "OnnxRuntime"]
-
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("image_score", "anomaly_map")
-PATCH_OUTPUT = "patch_scores"
-REQUIRED_METADATA = (
-    "bundle_format_version",
-    "family",
-    "preprocessing",
-    "image_size",
-    "threshold",
-    "score_stats",
-    "precision",
-)
-
+__all__ = ["OnnxRuntime"]
 
 def _providers(device: str) -> list[Any]:
     available = ort.get_available_providers()
@@ -116,44 +98,18 @@ class OnnxRuntime:
 
     # ----------------------------------------------------------------- metadata
     def _read_metadata(self, meta: dict[str, str]) -> None:
-        missing = [k for k in REQUIRED_METADATA if k not in meta]
-        if missing:
-            raise BundleError(
-                f"{self.path} lacks edge-ad metadata {missing}: it was not written by edge-ad's ONNX export "
-                "(re-export it with `edge-ad export`)"
-            )
-        try:
-            version = int(meta["bundle_format_version"])
-        except ValueError:
-            version = None
-        if version != BUNDLE_FORMAT_VERSION:
-            raise BundleError(
-                f"{self.path} was exported by edge-ad {meta.get('edge_ad_version', '?')} in bundle format "
-                f"{meta['bundle_format_version']}; this edge-ad ({__version__}) reads format "
-                f"{BUNDLE_FORMAT_VERSION}. Re-export it with a matching edge-ad version."
-            )
-        try:
-            self.preprocessing = Preprocessing.from_dict(json.loads(meta["preprocessing"]))
-            self.image_size = int(meta["image_size"])
-            self.threshold = finite_threshold(meta["threshold"], f"{self.path} (metadata)", text=True)
-            self.score_stats: dict[str, Any] = dict(json.loads(meta["score_stats"]))
-        except BundleError:
-            raise
-        except (TypeError, ValueError) as exc:
-            raise BundleError(f"{self.path} has malformed edge-ad metadata: {exc}") from exc
-        self.family = meta["family"]
-        self.precision = meta["precision"]
-        self.edge_ad_version = meta.get("edge_ad_version", "?")
-        self.bundle_weights_sha256 = meta.get("bundle_weights_sha256")
+        info = ArtifactInfo.parse(meta, self.path)
+        self.info = info
+        self.preprocessing = info.preprocessing
+        self.image_size = info.image_size
+        self.threshold = info.threshold
+        self.score_stats: dict[str, Any] = dict(info.score_stats)
+        self.family = info.family
+        self.precision = info.precision
+        self.edge_ad_version = info.edge_ad_version
+        self.bundle_weights_sha256 = info.bundle_weights_sha256
         self.metadata = dict(meta)
-        try:
-            self.declared_head = HeadDeclaration.of_metadata(meta, str(self.path))
-        except ValueError as exc:
-            raise BundleError(str(exc)) from None
-        if self.preprocessing.image_size != self.image_size:
-            raise BundleError(
-                f"{self.path}: preprocessing size {self.preprocessing.image_size} != model {self.image_size}"
-            )
+        self.declared_head = info.declared_head
 
     def _check_io(self) -> None:
         inputs = self.session.get_inputs()
