@@ -13,7 +13,7 @@ engine inspector). ``trtexec`` users get the equivalent command line, and :func:
 sidecar for an engine trtexec built. Torch-free, and free of the ``onnx`` package (not a base dependency).
 
 The code is split by job: :mod:`~edge_ad.export.tensorrt_options` (the request, the typing decision, the
-trtexec line), :mod:`~edge_ad.export.tensorrt_inspect` (GPU and engine facts, reading sidecars) and this module,
+trtexec line), :mod:`~edge_ad.runtimes.tensorrt_engine` (GPU and engine facts, reading sidecars) and this module,
 which drives the build and writes the sidecar. Callers import this module only; it re-exports the others' names.
 """
 
@@ -28,9 +28,7 @@ from typing import Any
 from edge_ad.bundle import file_sha256
 from edge_ad.io import atomic_write_bytes, atomic_write_json
 from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of
-
-from .onnx_info import OnnxInfo
-from .tensorrt_inspect import (
+from edge_ad.runtimes.tensorrt_engine import (
     JETSON_CC,
     _from_cuda_python,
     _from_jetson,
@@ -43,6 +41,8 @@ from .tensorrt_inspect import (
     read_sidecar,
     sidecar_path,
 )
+
+from .onnx_info import OnnxInfo
 from .tensorrt_options import (
     GRAPH_HEAD_OUTPUTS,
     HEAD_BOUNDARY,
