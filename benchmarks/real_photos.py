@@ -23,7 +23,6 @@ os.environ.setdefault("EDGE_AD_QUIET", "1")
 import torch  # noqa: E402
 
 from edge_ad.bench.run import machine_info  # noqa: E402
-from edge_ad.cli.demo import DEMO_EPOCHS  # noqa: E402
 from edge_ad.data.layout import test_samples  # noqa: E402
 from edge_ad.data.preprocess import Preprocessing  # noqa: E402
 from edge_ad.datasets.photos import CROP, DEFECTS, PHOTO_CATEGORIES, SPLITS, make_photo_dataset  # noqa: E402
@@ -33,6 +32,7 @@ from edge_ad.io import atomic_write_json  # noqa: E402
 from edge_ad.metrics import auroc  # noqa: E402
 from edge_ad.models.nsa.trainer import NSA_CPU_DEMO, NSA_CPU_DEMO_MODEL, train_nsa_bundle  # noqa: E402
 from edge_ad.models.registry import load_model  # noqa: E402
+from edge_ad.models.simplenet.family import DEMO_EPOCHS  # noqa: E402
 from edge_ad.models.simplenet.model import SimpleNetConfig  # noqa: E402
 from edge_ad.models.simplenet.pipeline import BackboneSpec, random_backbone_recipe, train_bundle  # noqa: E402
 from edge_ad.models.simplenet.trainer import TrainConfig  # noqa: E402

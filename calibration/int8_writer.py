@@ -280,7 +280,7 @@ def quantize_int8(
     kept in float; the head stays float regardless.
     ``target``: "tensorrt" (default) or "cpu" (see the module docstring). ``selection``: how the recipe was
     chosen, recorded in the ``int8_recipe`` metadata. ``score_stats``: this INT8 model's own good-image
-    statistics (:func:`~edge_ad.thresholds.rules.good_image_statistics`); its threshold then replaces the fp32 one
+    statistics (:func:`~edge_ad.thresholds.rules.good_statistics`); its threshold then replaces the fp32 one
     (without it the fp32 threshold is kept and ``int8_recipe`` says so: :func:`~.report.calibrate` derives it).
     ``out_path`` defaults to ``model.int8.onnx`` (``model.int8.cpu.onnx`` for the CPU target) beside the
     fp32 model; it is written atomically, after ``onnx.checker`` (full), the TensorRT op check and the

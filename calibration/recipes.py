@@ -255,7 +255,7 @@ def measure(
     """Quantize every (method, recipe) pair once, run each once on the sets, and choose one.
 
     Each candidate's outputs on the held-out good images give its own threshold (the bundle's rule,
-    :func:`edge_ad.thresholds.rules.good_image_statistics`) and its closeness to fp32; on a labelled set
+    :func:`edge_ad.thresholds.rules.good_statistics`) and its closeness to fp32; on a labelled set
     (only when given)
     its metrics, else on the synthetic anomalies (``selection.anomalies``, when there) its synthetic AUROCs. The
     choice follows the data (see the module docstring). Nothing is evaluated twice.

@@ -1,6 +1,6 @@
 """The images that choose the INT8 recipe and set each artifact's own threshold, read and preprocessed once.
 
-Torch-free; the threshold rule is the bundle's own (:func:`edge_ad.thresholds.rules.good_image_statistics`).
+Torch-free; the threshold rule is the bundle's own (:func:`edge_ad.thresholds.rules.good_statistics`).
 
 By default no label is read: the recipe is chosen, and an exported artifact's verdict threshold derived, on the
 bundle's **held-out good images** -- ``training.holdout_images`` of ``training.data``'s ``train/good``, the images that
@@ -34,10 +34,12 @@ from edge_ad.evaluate import Scored, metrics_by_defect, sample_mask
 from edge_ad.metrics import auroc, pixel_auroc
 from edge_ad.progress import progress_bar
 from edge_ad.runtimes.base import Runtime
+from edge_ad.runtimes.scoring import score_batches
 from edge_ad.thresholds.basis import HOLDOUT, TRAINING_FALLBACK, ThresholdBasis, bundle_holdout, threshold_basis
 from edge_ad.thresholds.rules import (
     SYNTHETIC_F1,
-    good_image_statistics,
+    good_statistics,
+    recorded_sigmas,
     refuse_flagging_every_good_image,
     rule_statistics,
 )
@@ -177,12 +179,7 @@ def labelled_set(eval_data: str | os.PathLike[str], preprocessing: Preprocessing
 
 def threshold_sigmas(info: BundleInfo | None) -> float:
     """The k of the bundle's ``mean + k std`` rule: as recorded at training, else the trainer's default."""
-    recorded = info.training.get("threshold_sigmas") if info is not None else None
-    if isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
-        return float(recorded)
-    from edge_ad.models.simplenet.trainer import TrainConfig  # imports torch; only for bundles that do not record it
-
-    return float(TrainConfig().threshold_sigmas)
+    return recorded_sigmas(info.training if info is not None else None)
 
 
 @dataclass
@@ -260,30 +257,14 @@ def run_model(
 ) -> list[Outputs]:
     """Run one model once over each set, under one progress bar named ``label``.
 
-    A good-image set also yields its threshold statistics (:func:`edge_ad.thresholds.rules.good_image_statistics`) from
+    A good-image set also yields its threshold statistics (:func:`edge_ad.thresholds.rules.good_statistics`) from
     the same pass.
     """
     results = []
     with progress_bar(total=sum(len(s.data) for s in sets), description=label) as bar:
         for image_set in sets:
-            recorded: list[tuple[np.ndarray, np.ndarray]] = []
-
-            def predict(batch: np.ndarray, into: list = recorded) -> tuple[np.ndarray, np.ndarray]:
-                scores, maps = runtime.predict(batch)
-                into.append((scores, maps))
-                bar.advance(len(batch))
-                return scores, maps
-
-            data = image_set.data
-            chunks = (data[i : i + batch_size] for i in range(0, len(data), batch_size))
-            stats = None
-            if image_set.labelled:
-                for chunk in chunks:
-                    predict(chunk)
-            else:
-                stats = good_image_statistics(predict, chunks, sigmas)
-            scores = np.concatenate([r[0] for r in recorded]).astype(np.float32, copy=False)
-            maps = np.concatenate([r[1] for r in recorded]).astype(np.float32, copy=False)
+            scores, maps = score_batches(runtime.predict, image_set.data, batch_size=batch_size, on_batch=bar.advance)
+            stats = None if image_set.labelled else good_statistics(scores, maps, sigmas)
             results.append(Outputs(scores, maps, stats))
     return results
 

@@ -19,6 +19,7 @@ from edge_ad.artifacts import (
     WEIGHTS_NAME,
     BundleError,
     artifact_bundle_threshold,
+    artifact_path,
     artifact_weights_sha256,
     finite_threshold,
     metadata_bundle_threshold,
@@ -221,7 +222,7 @@ def _reexport_hint(bundle_dir: Path, artifact: Path) -> str:
     precision = name.split(".")[1] if name.startswith("model.") and name.count(".") >= 2 else "fp32"
     export = f"edge-ad export {bundle_dir} --precision {precision}"
     if artifact.suffix == ".engine":
-        onnx = bundle_dir / f"model.{precision}.onnx"
+        onnx = artifact_path(bundle_dir, precision)
         return f"re-export it with `{export}`, then rebuild the engine with `edge-ad export {onnx} --format engine`"
     return f"re-export it with `{export}`"
 

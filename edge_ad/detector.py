@@ -19,13 +19,18 @@ from typing import Any
 
 import numpy as np
 
+from edge_ad.artifacts import BundleError, artifact_path, artifact_weights_sha256, read_sidecar
+from edge_ad.bundle import bundle_beside, check_artifact_current, warn_threshold
 from edge_ad.data.gate import InputLimits, InputRejected, check_frame
 from edge_ad.data.images import IMAGE_EXTENSIONS, ImageError, list_images, read_image
 from edge_ad.data.preprocess import Preprocessing
+from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of
 from edge_ad.results import Prediction, heat_levels
 from edge_ad.runtimes.base import Runtime
+from edge_ad.runtimes.scoring import score_batches
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "torch-tensorrt")
+POSTPROCESS = ("graph", "cuda")  # the graph's own head, or the fused CUDA kernel on its patch scores
 
 
 @dataclass
@@ -71,6 +76,104 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str] | Failure]) -> list[Pa
     return out
 
 
+def open_runtime(
+    path: str | os.PathLike[str],
+    backend: str = "auto",
+    *,
+    device: str = "cpu",
+    precision: str = "fp32",
+    postprocess: str = "graph",
+) -> Runtime:
+    """The one place a runtime is chosen and opened, for :meth:`Detector.load`, ``edge-ad bench`` and the commands.
+
+    ``path``: a bundle folder (``backend`` torch / torch-tensorrt, or onnxruntime / tensorrt for the
+    ``model.<precision>.onnx|engine`` exported into it), an ``.onnx`` / ``.engine`` file, or for ``triton`` the
+    server's ``http://HOST:PORT[/MODEL]`` / ``grpc://...``. ``postprocess="cuda"`` runs the fused CUDA kernel on the
+    patch scores instead of the graph's head (torch bundle and TensorRT engine, CUDA devices only).
+
+    Every runtime returned carries ``preprocessing``, ``threshold`` and ``score_stats`` (what a verdict needs). An
+    export inside a bundle folder must come from the bundle's current weights; a stale one is refused.
+    """
+    if postprocess not in POSTPROCESS:
+        raise ValueError(f"postprocess must be one of {', '.join(POSTPROCESS)}, not {postprocess!r}")
+    if backend == "triton":
+        from edge_ad.runtimes.triton_runtime import TritonRuntime
+
+        if postprocess == "cuda":
+            raise ValueError(f"--postprocess cuda is for the torch (bundle) and tensorrt backends, not {backend}")
+        return TritonRuntime(str(path))
+    path = Path(path)
+    if backend not in (*BACKENDS, "auto"):
+        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}, triton or auto")
+    if postprocess == "cuda" and not device.startswith("cuda"):
+        raise ValueError("--postprocess cuda needs --device cuda")
+    if path.suffix == ".onnx" or (backend == "onnxruntime" and path.is_dir()):
+        if postprocess == "cuda":
+            raise ValueError(f"--postprocess cuda is for the torch (bundle) and tensorrt backends, not {backend}")
+        return _open_onnx(path, device, precision)
+    if path.suffix == ".engine" or backend == "tensorrt":
+        return _open_engine(path, precision, postprocess)
+    return _open_torch(path, backend, device, precision, postprocess)
+
+
+def _open_onnx(path: Path, device: str, precision: str) -> Runtime:
+    from edge_ad.runtimes.onnx_runtime import OnnxRuntime
+
+    onnx_path = path if path.suffix == ".onnx" else artifact_path(path, precision)
+    if path.is_dir() and not onnx_path.is_file():
+        raise BundleError(
+            f"{path} has no {onnx_path.name}: export it first with `edge-ad export {path} --precision {precision}`"
+        )
+    rt = OnnxRuntime(onnx_path, device=device)
+    bundle = bundle_beside(onnx_path)
+    if bundle is not None:
+        check_artifact_current(bundle, rt.bundle_weights_sha256, onnx_path)
+    return rt
+
+
+def _open_engine(path: Path, precision: str, postprocess: str) -> Runtime:
+    from edge_ad.runtimes.tensorrt_runtime import TensorRTRuntime
+
+    engine_path = path if path.suffix == ".engine" else artifact_path(path, precision, "engine")
+    bundle = bundle_beside(engine_path)
+    if bundle is not None and engine_path.is_file():  # the sidecar carries the ONNX's weights hash
+        check_artifact_current(bundle, artifact_weights_sha256(engine_path), engine_path)
+    if postprocess == "cuda":
+        _check_engine_image_score(engine_path)
+        return TensorRTRuntime(engine_path, postprocess="cuda")
+    return TensorRTRuntime(engine_path)
+
+
+def _check_engine_image_score(engine: Path) -> None:
+    """Refuse the CUDA kernel for an engine whose sidecar says its graph's image score is not the max (a missing or
+    unreadable sidecar is left to the runtime, which reports it)."""
+    try:
+        metadata = read_sidecar(engine).get("metadata", {})
+    except (OSError, ValueError, AttributeError):
+        return
+    check_cuda_postprocess(image_score_of(metadata, str(engine)), str(engine))
+
+
+def _open_torch(path: Path, backend: str, device: str, precision: str, postprocess: str) -> Runtime:
+    """A bundle's torch model, run by torch (or compiled by Torch-TensorRT); needs the ``train`` extra."""
+    from edge_ad.models.registry import load_model
+    from edge_ad.runtimes.torch_runtime import TorchRuntime
+
+    model, info = load_model(path)
+    if backend == "torch-tensorrt":
+        from edge_ad.runtimes.torch_tensorrt_runtime import TorchTensorRTRuntime
+
+        if postprocess == "cuda":
+            raise ValueError("torch-tensorrt compiles the graph's own head; --postprocess cuda is for torch/tensorrt")
+        rt: Any = TorchTensorRTRuntime(model, device=device, precision=precision)
+    else:
+        if postprocess == "cuda":
+            check_cuda_postprocess(model.inference_graph().image_score, str(path))  # the family's declaration
+        rt = TorchRuntime(model, device=device, precision=precision, postprocess=postprocess)
+    rt.preprocessing, rt.threshold, rt.score_stats = info.preprocessing, info.threshold, info.score_stats
+    return rt
+
+
 class Detector:
     """A runtime plus what it needs to decide: preprocessing, threshold, score statistics."""
 
@@ -88,70 +191,15 @@ class Detector:
     def load(
         cls, path: str | os.PathLike[str], backend: str = "auto", device: str = "cpu", precision: str = "fp32"
     ) -> Detector:
-        """A bundle folder (torch, or the ONNX/engine exported into it) or an ``.onnx`` / ``.engine`` file.
+        """A bundle folder (torch, or the ONNX/engine exported into it), an ``.onnx`` / ``.engine`` file, or a Triton
+        server's address (``backend="triton"``), opened by :func:`open_runtime`.
 
         An export that sits in a bundle folder (given directly or through the bundle) must have been made from
         the bundle's current weights; a stale one is refused. A threshold on too few images is warned about.
         """
-        from edge_ad.bundle import (
-            BundleError,
-            artifact_weights_sha256,
-            bundle_beside,
-            check_artifact_current,
-            finite_threshold,
-            warn_threshold,
-        )
-
-        if backend == "triton":  # path is the server's address: http://HOST:PORT[/MODEL] or grpc://HOST:PORT[/MODEL]
-            from edge_ad.runtimes.triton_runtime import TritonRuntime
-
-            remote = TritonRuntime(str(path))
-            det = cls(remote, remote.preprocessing, remote.threshold, remote.score_stats)
-            warn_threshold(det.threshold, det.score_stats, remote.url)
-            return det
-        path = Path(path)
-        if backend not in (*BACKENDS, "auto"):
-            raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}, triton or auto")
-        if path.suffix == ".onnx" or (backend == "onnxruntime" and path.is_dir()):
-            from edge_ad.runtimes.onnx_runtime import OnnxRuntime
-
-            onnx_path = path if path.suffix == ".onnx" else path / f"model.{precision}.onnx"
-            if path.is_dir() and not onnx_path.is_file():
-                raise BundleError(
-                    f"{path} has no {onnx_path.name}: export it first with "
-                    f"`edge-ad export {path} --precision {precision}`"
-                )
-            rt = OnnxRuntime(onnx_path, device=device)
-            bundle = bundle_beside(onnx_path)
-            if bundle is not None:
-                check_artifact_current(bundle, rt.bundle_weights_sha256, onnx_path)
-            det = cls(rt, rt.preprocessing, rt.threshold, rt.score_stats)
-        elif path.suffix == ".engine" or backend == "tensorrt":
-            from edge_ad.runtimes.tensorrt_runtime import TensorRTRuntime
-
-            engine_path = path if path.suffix == ".engine" else path / f"model.{precision}.engine"
-            bundle = bundle_beside(engine_path)
-            if bundle is not None and engine_path.is_file():  # the sidecar carries the ONNX's weights hash
-                check_artifact_current(bundle, artifact_weights_sha256(engine_path), engine_path)
-            rt = TensorRTRuntime(engine_path)
-            det = cls(rt, rt.preprocessing, finite_threshold(rt.threshold, engine_path), rt.score_stats)
-        else:
-            from edge_ad.models.registry import load_model
-            from edge_ad.runtimes.torch_runtime import TorchRuntime
-
-            rt_cls: type = TorchRuntime
-            if backend == "torch-tensorrt":
-                from edge_ad.runtimes.torch_tensorrt_runtime import TorchTensorRTRuntime
-
-                rt_cls = TorchTensorRTRuntime
-            model, info = load_model(path)
-            det = cls(
-                rt_cls(model, device=device, precision=precision),
-                info.preprocessing,
-                info.threshold,
-                info.score_stats,
-            )
-        warn_threshold(det.threshold, det.score_stats, path)
+        rt = open_runtime(path, backend, device=device, precision=precision)
+        det = cls(rt, rt.preprocessing, rt.threshold, rt.score_stats)
+        warn_threshold(det.threshold, det.score_stats, getattr(rt, "url", path))
         return det
 
     def predict_arrays(
@@ -178,8 +226,10 @@ class Detector:
         if not images:
             return []
         crops = [self.preprocessing.geometry(img) for img in images]
-        batch = np.stack([self.preprocessing.normalize(c) for c in crops])
-        scores, maps = self.runtime.predict(batch)
+        normalize = self.preprocessing.normalize
+        scores, maps = score_batches(
+            self.runtime.predict, crops, lambda chunk: np.stack([normalize(c) for c in chunk]), batch_size=len(crops)
+        )
         return [
             Prediction(name, float(s), self.threshold, m, crop)
             for name, s, m, crop in zip(names, scores, maps, crops, strict=True)

@@ -18,6 +18,7 @@ from edge_ad.data.preprocess import Preprocessing
 from edge_ad.metrics import image_and_pixel_metrics
 from edge_ad.progress import progress_bar
 from edge_ad.runtimes.base import Runtime
+from edge_ad.runtimes.scoring import score_batches
 
 
 @dataclass
@@ -43,22 +44,20 @@ def score_samples(
 ) -> Scored:
     """Run every test image through the runtime; masks go through the same geometry as the images."""
     size = preprocessing.image_size
-    n = len(samples)
-    scores = np.empty(n, np.float32)
-    maps = np.empty((n, size, size), np.float32)
-    masks = np.zeros((n, size, size), bool)
-    with progress_bar(total=n, description="evaluate") as bar:
-        for start in range(0, n, batch_size):
-            chunk = samples[start : start + batch_size]
-            images = [read_image(s.path) for s in chunk]
-            for j, (s, img) in enumerate(zip(chunk, images, strict=True)):
-                masks[start + j] = sample_mask(s, img, preprocessing)
-            batch_scores, batch_maps = runtime.predict(preprocessing.batch(images))
-            scores[start : start + len(chunk)] = batch_scores
-            maps[start : start + len(chunk)] = batch_maps
-            bar.advance(len(chunk))
+    masks: list[np.ndarray] = []
+
+    def to_batch(chunk: Sequence[Sample]) -> np.ndarray:
+        images = [read_image(s.path) for s in chunk]
+        masks.extend(sample_mask(s, img, preprocessing) for s, img in zip(chunk, images, strict=True))
+        return preprocessing.batch(images)
+
+    with progress_bar(total=len(samples), description="evaluate") as bar:
+        scores, maps = score_batches(runtime.predict, samples, to_batch, batch_size=batch_size, on_batch=bar.advance)
+    if not masks:
+        maps = np.zeros((0, size, size), np.float32)
+    mask_arr = np.stack(masks).astype(bool) if masks else np.zeros((0, size, size), bool)
     labels = np.array([s.label for s in samples], dtype=np.int64)
-    return Scored(list(samples), labels, scores, maps, masks)
+    return Scored(list(samples), labels, scores, maps, mask_arr)
 
 
 def metrics_by_defect(scored: Scored) -> dict[str, dict[str, float]]:

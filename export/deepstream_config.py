@@ -14,7 +14,6 @@ repeated. Frame the camera like the training images (or crop upstream, e.g. with
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_ad.artifacts import ArtifactInfo
 from edge_ad.bundle import require_current
 from edge_ad.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -136,7 +136,6 @@ def write_deepstream(
     """
     import onnx
 
-    from edge_ad.data.preprocess import Preprocessing
     from edge_ad.export.op_check import assert_tensorrt_compatible
 
     if precision not in NETWORK_MODES:
@@ -160,10 +159,8 @@ def write_deepstream(
 
             source = export_onnx(model, Path(tmp) / "model.onnx", precision=precision, dynamic_batch=True)
         proto = onnx.load(str(source))
-    meta = {p.key: p.value for p in proto.metadata_props}
-    if "preprocessing" not in meta:
-        raise ValueError(f"{source} lacks edge-ad metadata: it was not written by `edge-ad export`")
-    pre = Preprocessing.from_dict(json.loads(meta["preprocessing"]))
+    info = ArtifactInfo.parse({p.key: p.value for p in proto.metadata_props}, source)
+    pre = info.preprocessing
     variant = normalising_onnx(proto, pre.mean, pre.std)
     assert_tensorrt_compatible(variant)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,12 +173,12 @@ def write_deepstream(
     atomic_write_json(
         sidecar,
         {
-            "threshold": float(meta["threshold"]),
-            "score_stats": json.loads(meta.get("score_stats", "{}")),
+            "threshold": info.threshold,
+            "score_stats": info.score_stats,
             "image_size": pre.image_size,
             "preprocessing": pre.to_dict(),
             "precision": precision,
-            "bundle_weights_sha256": meta.get("bundle_weights_sha256"),
+            "bundle_weights_sha256": info.bundle_weights_sha256,
             "outputs": list(OUTPUTS),
         },
     )

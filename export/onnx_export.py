@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from edge_ad import BUNDLE_FORMAT_VERSION, __version__
-from edge_ad.artifacts import INPUT_NAME, REQUIRED_METADATA
+from edge_ad.artifacts import INPUT_NAME, REQUIRED_METADATA, artifact_path
 from edge_ad.artifacts import OUTPUT_NAMES as RUNTIME_OUTPUTS
 from edge_ad.bundle import WEIGHTS_NAME, BundleError, BundleInfo, file_sha256
 from edge_ad.io import atomic_path
@@ -415,7 +415,7 @@ def export_onnx_checked(
 
     model, info = load_model(bundle_dir)
     sets, why = _threshold_sets(info) if precision == "fp16" else (None, "")
-    out = Path(out_path) if out_path is not None else info.path / f"model.{precision}.onnx"
+    out = Path(out_path) if out_path is not None else artifact_path(info.path, precision)
     size = int(model.image_size)
     graph = model.eval().inference_graph()
 

@@ -25,38 +25,32 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from edge_ad.artifacts import GRAPH_HEAD_OUTPUTS, HEAD_BOUNDARY, read_sidecar, sidecar_path
 from edge_ad.bundle import file_sha256
 from edge_ad.io import atomic_write_bytes, atomic_write_json
 from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of
 from edge_ad.runtimes.tensorrt_engine import (
+    IDENTITY_SOURCES,
+    INSTALL_HINT,
     JETSON_CC,
-    _from_cuda_python,
-    _from_jetson,
-    _from_nvidia_smi,
-    _from_pycuda,
-    _from_torch,
+    TensorRTUnavailable,
     engine_batch_range,
     engine_io,
+    gpu_identity,
+    import_tensorrt,
     layer_precisions,
-    read_sidecar,
-    sidecar_path,
 )
 
 from .onnx_info import OnnxInfo
 from .tensorrt_options import (
-    GRAPH_HEAD_OUTPUTS,
-    HEAD_BOUNDARY,
     HEADS,
-    INSTALL_HINT,
     INTEGER_OPS,
     PRECISIONS,
     SIDECAR_FORMAT,
     BuildOptions,
-    TensorRTUnavailable,
     _batch_plan,
     edge_ad_onnx,
     engine_path_for,
-    import_tensorrt,
     trt_major,
     trtexec_command,
     typing_mode,
@@ -90,31 +84,6 @@ __all__ = [
     "typing_mode",
     "write_sidecar",
 ]
-
-# -------------------------------------------------------------------------------------------- GPU identity
-# The source order and gpu_identity live here, beside write_sidecar, so replacing either on this module
-# (as the tests do) changes what a build records.
-IDENTITY_SOURCES = (
-    ("cuda-python", _from_cuda_python),
-    ("pycuda", _from_pycuda),
-    ("torch", _from_torch),
-    ("nvidia-smi", _from_nvidia_smi),
-    ("jetson-device-tree", _from_jetson),
-)
-
-
-def gpu_identity() -> dict[str, str]:
-    """Name and compute capability of device 0 from the first source that knows (and which one it was).
-
-    TensorRT's Python API exposes no device properties, so the sources are the CUDA bindings, torch if
-    already loaded, ``nvidia-smi`` and, on a Jetson, the device-tree model name.
-    """
-    for source, probe in IDENTITY_SOURCES:
-        found = probe()
-        if found:
-            return {**found, "source": source}
-    return {"name": "unknown", "compute_capability": "unknown", "source": "none"}
-
 
 def write_sidecar(
     engine_path: Path,

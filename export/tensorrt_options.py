@@ -13,7 +13,6 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 from edge_ad.artifacts import GRAPH_HEAD_OUTPUTS, HEAD_BOUNDARY, REQUIRED_METADATA
 
@@ -24,25 +23,6 @@ HEADS = ("graph", "cuda")
 SIDECAR_FORMAT = 2
 # ONNX ops whose outputs are integers whatever their input: not pinned to FP32, not followed (trtexec line).
 INTEGER_OPS = ("Shape", "Size", "ArgMax", "ArgMin", "NonZero")
-INSTALL_HINT = (
-    "TensorRT is not installed. On a Jetson it ships with JetPack (python3-libnvinfer); on a desktop: "
-    "pip install tensorrt (NVIDIA's index). Alternatively build on the target with the printed trtexec line "
-    "(edge-ad export --format engine --dry-run) and adopt it with --from-trtexec."
-)
-
-
-class TensorRTUnavailable(RuntimeError):
-    """TensorRT (or a GPU) is missing; the message says how to get it."""
-
-
-def import_tensorrt() -> ModuleType:
-    try:
-        import tensorrt as trt  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise TensorRTUnavailable(INSTALL_HINT) from exc
-    return trt
-
-
 def trt_major(version: str | None) -> int:
     """Major version of a TensorRT version string; 10 (JetPack 6) when unknown."""
     match = re.match(r"(\d+)", version or "")

@@ -8,17 +8,16 @@ batch is used and the report says so. The result goes into the engine's sidecar.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_ad.data.preprocess import Preprocessing
+from edge_ad.artifacts import ArtifactInfo, read_sidecar, sidecar_path
 from edge_ad.io import atomic_write_json
+from edge_ad.runtimes.scoring import score_batches
 
 from .onnx_info import OnnxInfo
-from .tensorrt_builder import read_sidecar, sidecar_path
 
 # Largest map difference allowed, as a fraction of the onnxruntime map's range (as in the ONNX export check);
 # the engine's precision decides. An engine beyond it is reported, not deleted: the user decides.
@@ -31,7 +30,7 @@ def verification_images(info: OnnxInfo, source: Path | None = None, count: int =
     from edge_ad.data.images import ImageError, read_image
     from edge_ad.data.layout import DatasetError, train_images
 
-    preprocessing = Preprocessing.from_dict(json.loads(info.metadata["preprocessing"]))
+    preprocessing = ArtifactInfo.parse(info.metadata, info.path).preprocessing
     reason = ""
     try:
         if source is not None:
@@ -71,11 +70,11 @@ def verify_engine(
     from edge_ad.runtimes.tensorrt_runtime import TensorRTRuntime
 
     engine_path = Path(engine_path)
-    ref_scores, ref_maps = OnnxRuntime(onnx_path).predict(images)
+    ref_scores, ref_maps = score_batches(OnnxRuntime(onnx_path).predict, images)
     own = runtime is None
     runtime = runtime or TensorRTRuntime(engine_path)
     try:
-        scores, maps = runtime.predict(images)
+        scores, maps = score_batches(runtime.predict, images)
     finally:
         if own:
             runtime.close()

@@ -53,7 +53,8 @@ def fp32_onnx(bundle: Path) -> Path:
 @pytest.fixture(scope="module")
 def stale_bundle(bundle: Path, fp32_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the bundle whose weights were replaced (as retraining does) after the ONNX was exported."""
-    from edge_ad.models.registry import load_model, save_model
+    from edge_ad.models.registry import load_model
+    from edge_ad.training.finish import save_model
 
     out = _copy_bundle(bundle, tmp_path_factory.mktemp("stale") / "washer")
     shutil.copy2(fp32_onnx, out / "model.fp32.onnx")

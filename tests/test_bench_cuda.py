@@ -146,9 +146,9 @@ def test_postprocess_cuda_reaches_the_runtime_factory(tmp_path: Path) -> None:
 
 def test_make_runtime_refuses_cuda_postprocess_where_it_cannot_run(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--device cuda"):
-        bench.make_runtime(_artifact(tmp_path), "onnxruntime", "fp32", "cpu", postprocess="cuda")
+        bench.open_bench_runtime(_artifact(tmp_path), "onnxruntime", "fp32", "cpu", postprocess="cuda")
     with pytest.raises(ValueError, match="torch .*tensorrt"):
-        bench.make_runtime(_artifact(tmp_path), "onnxruntime", "fp32", "cuda", postprocess="cuda")
+        bench.open_bench_runtime(_artifact(tmp_path), "onnxruntime", "fp32", "cuda", postprocess="cuda")
 
 
 def test_bench_command_takes_postprocess(tmp_path: Path) -> None:

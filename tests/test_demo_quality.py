@@ -65,7 +65,8 @@ def test_nsa_demo_reaches_its_floor_and_untrained_weights_do_not(tmp_path: Path)
 
     from edge_ad.datasets.demo import DEFAULT_DEMO_CATEGORY
     from edge_ad.evaluate import evaluate_model
-    from edge_ad.models.registry import load_model, save_model
+    from edge_ad.models.registry import load_model
+    from edge_ad.training.finish import save_model
 
     report = run_demo(tmp_path / "full", model="nsa")
     overall = report["metrics"]["overall"]

@@ -213,4 +213,4 @@ def test_an_engine_sidecar_declaring_a_mean_score_refuses_the_cuda_kernel(tmp_pa
     engine.write_bytes(b"not read: refused before the runtime is built")
     engine.with_suffix(".json").write_text(json.dumps({"metadata": {"image_score": "mean", "family": "nsa"}}))
     with pytest.raises(ValueError, match="mean of its map"):
-        bench.make_runtime(engine, "tensorrt", "fp32", "cuda", postprocess="cuda")
+        bench.open_bench_runtime(engine, "tensorrt", "fp32", "cuda", postprocess="cuda")

@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from edge_ad.export import tensorrt_builder as tb
+from edge_ad.runtimes import tensorrt_engine as te
 from edge_ad.runtimes import tensorrt_runtime as tr
 from tests import fake_pycuda
 from tests.fake_tensorrt import FakeBuffers, FakeDeviceArray, make_tensorrt, tiny_edge_onnx
@@ -211,14 +212,14 @@ def test_gpu_identity_without_cuda_bindings_comes_from_nvidia_smi_or_the_device_
     smi.write_text("#!/bin/sh\necho 'NVIDIA H200, 9.0'\n")
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}")
-    monkeypatch.setattr(tb, "_from_cuda_python", lambda: None)
-    monkeypatch.setattr(tb, "_from_pycuda", lambda: None)
-    sources = [(name, getattr(tb, fn.__name__)) for name, fn in tb.IDENTITY_SOURCES]
-    monkeypatch.setattr(tb, "IDENTITY_SOURCES", tuple(sources))
-    assert tb.gpu_identity() == {"name": "NVIDIA H200", "compute_capability": "9.0", "source": "nvidia-smi"}
+    monkeypatch.setattr(te, "_from_cuda_python", lambda: None)
+    monkeypatch.setattr(te, "_from_pycuda", lambda: None)
+    sources = [(name, getattr(te, fn.__name__)) for name, fn in te.IDENTITY_SOURCES]
+    monkeypatch.setattr(te, "IDENTITY_SOURCES", tuple(sources))
+    assert te.gpu_identity() == {"name": "NVIDIA H200", "compute_capability": "9.0", "source": "nvidia-smi"}
     model = tmp_path / "model"
     model.write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\x00")
-    assert tb._from_jetson(model) == {"name": "NVIDIA Jetson AGX Orin Developer Kit", "compute_capability": "8.7"}
+    assert te._from_jetson(model) == {"name": "NVIDIA Jetson AGX Orin Developer Kit", "compute_capability": "8.7"}
 
 
 def test_unknown_identity_warns_and_a_real_mismatch_names_every_difference() -> None:

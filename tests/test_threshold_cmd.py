@@ -191,7 +191,7 @@ def test_synthetic_f1_rule_on_new_images(
 
     good, batch = _good_batch(private_bundle, new_good)
     fake = _NearestGood(batch, constant)
-    monkeypatch.setattr(torch_runtime, "TorchRuntime", lambda model, device="cpu": fake)
+    monkeypatch.setattr(torch_runtime, "TorchRuntime", lambda model, device="cpu", **_: fake)
     if constant:  # a model that tells nothing apart: F1 is best when everything is flagged, which is refused
         with pytest.raises(ValueError, match="calls every good image anomalous"):
             rethreshold(private_bundle, new_good, rule="synthetic-f1", seed=11, per_image=2)
@@ -327,7 +327,7 @@ def test_synthetic_f1_basis_rebuilds_the_commands_set(
 
     bundle = _fresh_copy(tiny_bundle, tmp_path)
     fake = _NearestGood(_good_batch(bundle, new_good)[1])
-    monkeypatch.setattr(torch_runtime, "TorchRuntime", lambda model, device="cpu": fake)
+    monkeypatch.setattr(torch_runtime, "TorchRuntime", lambda model, device="cpu", **_: fake)
     rethreshold(bundle, new_good, rule="synthetic-f1", seed=5, per_image=2)
     info = read_bundle(bundle)
     sets = bundle_threshold_sets(info, info.preprocessing)

@@ -15,14 +15,8 @@ from edge_ad.data.preprocess import Preprocessing
 from edge_ad.models.registry import load_model
 from edge_ad.models.simplenet.model import SimpleNet, SimpleNetConfig
 from edge_ad.models.simplenet.pipeline import BackboneSpec, train_bundle
-from edge_ad.models.simplenet.trainer import (
-    TrainConfig,
-    Trainer,
-    add_feature_noise,
-    run_fingerprint,
-    split_holdout,
-    truncated_l1,
-)
+from edge_ad.models.simplenet.trainer import TrainConfig, Trainer, add_feature_noise, truncated_l1
+from edge_ad.training.checkpoints import run_fingerprint, split_holdout
 
 
 def test_truncated_l1_matches_the_formula() -> None:

@@ -235,7 +235,7 @@ def test_real_server_through_detector(triton_server, dynamic_onnx: Path, tiny_de
     want = local.predict(paths)
     assert isinstance(local.runtime, OnnxRuntime) and remote.runtime.name == "triton"
     assert [p.verdict for p in got] == [p.verdict for p in want]
-    from edge_ad.bench.run import make_runtime
+    from edge_ad.bench.run import open_bench_runtime as make_runtime
 
     bench_rt = make_runtime(Path(triton_server.grpc_url + "/washer"), "triton", "fp32", "cpu")  # `edge-ad bench`'s path
     assert bench_rt.name == "triton" and bench_rt.protocol == "grpc"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
 import os
 import platform
 import resource
@@ -44,7 +43,7 @@ from edge_ad.bundle import file_sha256, read_bundle
 from edge_ad.data.images import list_images, read_image
 from edge_ad.data.layout import resolve_category, train_images
 from edge_ad.data.preprocess import Preprocessing
-from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of
+from edge_ad.detector import open_runtime
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 EXTRA_BACKENDS = ("torch-tensorrt",)  # named explicitly, not part of "all" (needs the torch-tensorrt extra)
@@ -191,41 +190,12 @@ def _sample_files(data: Path | None, image_size: int, count: int, scratch: Path)
     return files
 
 
-def make_runtime(target: Path, backend: str, precision: str, device: str, postprocess: str = "torch") -> Any:
-    """A runtime for a bundle folder (torch, or its exported ONNX/engine) or an artifact file.
-
-    ``postprocess="cuda"`` runs the fused CUDA kernel on the patch scores instead of the graph's head (torch and
-    TensorRT); ``backend="torch-tensorrt"`` compiles the bundle's graph with Torch-TensorRT.
-    """
+def open_bench_runtime(target: Path, backend: str, precision: str, device: str, postprocess: str = "torch") -> Any:
+    """:func:`edge_ad.detector.open_runtime` with bench's words: ``postprocess="torch"`` is the graph's own head."""
     if postprocess not in POSTPROCESS:
         raise ValueError(f"postprocess must be one of {', '.join(POSTPROCESS)}, not {postprocess!r}")
-    if backend == "torch-tensorrt":
-        from edge_ad.models.registry import load_model
-        from edge_ad.runtimes.torch_tensorrt_runtime import TorchTensorRTRuntime
-
-        if postprocess == "cuda":
-            raise ValueError("torch-tensorrt compiles the graph's own head; --postprocess cuda is for torch/tensorrt")
-        return TorchTensorRTRuntime(load_model(target)[0], precision=precision, device=device)
-    if postprocess == "cuda":
-        if not device.startswith("cuda"):
-            raise ValueError("--postprocess cuda needs --device cuda")
-        if backend == "torch" and target.is_dir():
-            from edge_ad.models.registry import load_model
-            from edge_ad.runtimes.torch_runtime import TorchRuntime
-
-            model = load_model(target)[0]
-            check_cuda_postprocess(model.inference_graph().image_score, str(target))  # the family's declaration
-            return TorchRuntime(model, device=device, precision=precision, postprocess="cuda")
-        if backend == "tensorrt" or target.suffix == ".engine":
-            from edge_ad.runtimes.tensorrt_runtime import TensorRTRuntime
-
-            engine = target if target.suffix == ".engine" else target / f"model.{precision}.engine"
-            _check_engine_image_score(engine)
-            return TensorRTRuntime(engine, postprocess="cuda")
-        raise ValueError(f"--postprocess cuda is for the torch (bundle) and tensorrt backends, not {backend}")
-    from edge_ad.detector import Detector
-
-    return Detector.load(target, backend=backend, device=device, precision=precision).runtime
+    head = "graph" if postprocess == "torch" else postprocess
+    return open_runtime(target, backend, device=device, precision=precision, postprocess=head)
 
 
 def _reference_class(model: Any) -> Any:
@@ -235,19 +205,6 @@ def _reference_class(model: Any) -> Any:
         return None
     module, _, name = str(spec).partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-def _check_engine_image_score(engine: Path) -> None:
-    """Refuse the CUDA kernel for an engine whose sidecar says its graph's image score is not the max (torch-free;
-    a missing or unreadable sidecar is left to the runtime, which reports it)."""
-    from edge_ad.export.tensorrt_builder import sidecar_path
-
-    sidecar = sidecar_path(engine)
-    try:
-        metadata = json.loads(sidecar.read_text()).get("metadata", {})
-    except (OSError, ValueError, AttributeError):
-        return
-    check_cuda_postprocess(image_score_of(metadata, str(engine)), str(engine))
 
 
 def run_bench(
@@ -261,7 +218,7 @@ def run_bench(
     warmup: int = 2,
     iters: int = 10,
     reference: bool = True,
-    runtime_factory: Callable[..., Any] = make_runtime,
+    runtime_factory: Callable[..., Any] = open_bench_runtime,
     postprocesses: Sequence[str] = ("torch",),
 ) -> dict[str, Any]:
     """Benchmark every (backend, precision, post-processing, batch); returns the JSON report.

@@ -12,11 +12,12 @@ from typing import Any
 
 from edge_ad import artifacts
 from edge_ad.data.preprocess import Preprocessing
+from edge_ad.models.families import FAMILIES
 
-__all__ = ["PAPER_FPS", "PAPER_FPS_BY_FAMILY", "artifact_metadata", "paper_fps_for", "target_preprocessing"]
+__all__ = ["PAPER_FPS", "LEGACY_FAMILY", "artifact_metadata", "paper_fps_for", "target_preprocessing"]
 
-PAPER_FPS = 77.0  # SimpleNet paper, WideResNet50, RTX 3080 Ti
-PAPER_FPS_BY_FAMILY: dict[str, float] = {"simplenet": PAPER_FPS}
+LEGACY_FAMILY = "simplenet"  # an export from before the family key was recorded is SimpleNet's
+PAPER_FPS = FAMILIES[LEGACY_FAMILY].paper_fps
 
 
 def artifact_metadata(target: Path) -> dict[str, str]:
@@ -45,4 +46,5 @@ def target_preprocessing(info: Any, metadata: dict[str, str]) -> Preprocessing:
 def paper_fps_for(info: Any, metadata: dict[str, str]) -> float | None:
     """The paper figure for the target's family; a target whose family cannot be read here keeps SimpleNet's."""
     family = info.family if info is not None else metadata.get("family")
-    return PAPER_FPS if family is None else PAPER_FPS_BY_FAMILY.get(family)
+    found = FAMILIES.get(LEGACY_FAMILY if family is None else family)
+    return found.paper_fps if found is not None else None

@@ -1,92 +1,42 @@
 """The main job end to end on generated data: demo data -> train one family -> evaluate.
 
 One function so that ``edge-ad demo`` and the tests that hold each family's demo quality to a floor run the same
-thing. Each family brings a :class:`DemoRecipe` (its CPU schedule and how it trains); :func:`run_demo` only looks the
-recipe up. SimpleNet's backbone is random because no ImageNet weights can be downloaded on the build machines; NSA
-trains from scratch anyway, with its named CPU recipe (``NSA_CPU_DEMO``).
+thing. Each family's record brings a :class:`~edge_ad.models.family.DemoRecipe` (its CPU schedule and how it
+trains); :func:`run_demo` only looks the recipe up in the family table. SimpleNet's backbone is random because no
+ImageNet weights can be downloaded on the build machines; NSA trains from scratch anyway, with its named CPU recipe
+(``NSA_CPU_DEMO``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from edge_ad.data.preprocess import Preprocessing
 from edge_ad.datasets.demo import DEFAULT_DEMO_CATEGORY, make_demo_dataset
 from edge_ad.io import atomic_write_json
-from edge_ad.models.nsa.trainer import NSA_CPU_DEMO, PRESETS, train_nsa_bundle
-from edge_ad.models.simplenet.model import SimpleNetConfig
-from edge_ad.models.simplenet.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
-from edge_ad.models.simplenet.trainer import TrainConfig
-
-DEMO_EPOCHS = 30  # SimpleNet's demo schedule
-
-#: ``train(data, bundle, category=, epochs=, seed=, device=, resume=, **extra)`` -> the bundle folder; ``extra`` goes
-#: to the family's trainer as is (the synthetic-vs-real study passes its ``on_epoch`` hook this way).
-DemoTrain = Callable[..., Path]
+from edge_ad.models.families import FAMILIES
+from edge_ad.models.family import DemoRecipe
 
 
-@dataclass(frozen=True)
-class DemoRecipe:
-    """What one family's demo does: its default epochs, how it trains, where its bundle goes, what to tell the user."""
+class _DemoRecipes(Mapping[str, DemoRecipe]):
+    """Family name -> its demo recipe, read from the family table each time (a family registered later shows)."""
 
-    epochs: int
-    train: DemoTrain
-    folder: str  # bundle folder under ROOT/models, ``{category}`` filled in
-    note: str
+    def _table(self) -> dict[str, DemoRecipe]:
+        return {name: fam.demo for name, fam in FAMILIES.items() if fam.demo is not None}
 
+    def __getitem__(self, name: str) -> DemoRecipe:
+        return self._table()[name]
 
-def _train_simplenet(
-    data: Path, bundle: Path, *, category: str, epochs: int, seed: int, device: str, resume: bool, **extra: Any
-) -> Path:
-    return train_bundle(
-        data,
-        bundle,
-        category=category,
-        backbone=BackboneSpec(random=True),
-        preprocessing=Preprocessing(),
-        model_cfg=random_backbone_recipe(SimpleNetConfig()),
-        train_cfg=TrainConfig(epochs=epochs, seed=seed),
-        device=device,
-        resume=resume,
-        **extra,
-    )
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
 
 
-def _train_nsa(
-    data: Path, bundle: Path, *, category: str, epochs: int, seed: int, device: str, resume: bool, **extra: Any
-) -> Path:
-    _, model_cfg = PRESETS["cpu-demo"]
-    return train_nsa_bundle(
-        data,
-        bundle,
-        category=category,
-        preprocessing=Preprocessing(),
-        model_cfg=model_cfg,
-        train_cfg=replace(NSA_CPU_DEMO, epochs=epochs, seed=seed),
-        device=device,
-        resume=resume,
-        **extra,
-    )
-
-
-#: Family name -> its demo recipe (``edge-ad demo --model NAME``).
-DEMO_RECIPES: dict[str, DemoRecipe] = {
-    "simplenet": DemoRecipe(
-        DEMO_EPOCHS,
-        _train_simplenet,
-        "{category}",
-        "SimpleNet on a random-initialised backbone (no ImageNet weights can be downloaded here)",
-    ),
-    "nsa": DemoRecipe(
-        NSA_CPU_DEMO.epochs,
-        _train_nsa,
-        "nsa-{category}",
-        "NSA trained from scratch on synthetic anomalies, CPU recipe NSA_CPU_DEMO (--preset cpu-demo)",
-    ),
-}
+#: Family name -> its demo recipe (``edge-ad demo --model NAME``), from :data:`edge_ad.models.families.FAMILIES`.
+DEMO_RECIPES: Mapping[str, DemoRecipe] = _DemoRecipes()
 
 
 def demo_recipe(model: str) -> DemoRecipe:

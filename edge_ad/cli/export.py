@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
+from edge_ad.artifacts import artifact_path
 from edge_ad.cli.output import UserError, err, out
 
 
@@ -21,7 +22,7 @@ def export_serving(
     if fmt == "triton":
         from edge_ad.export.triton import write_triton_repository
 
-        engine = None if model.suffix == ".onnx" else model / f"model.{precision}.engine"
+        engine = None if model.suffix == ".onnx" else artifact_path(model, precision, "engine")
         engine = engine if engine is not None and engine.is_file() and not python_backend else None
         result = write_triton_repository(
             model, out_dir, precision=precision, max_batch=max_batch, python_backend=python_backend, engine=engine

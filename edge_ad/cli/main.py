@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from edge_ad import __version__
+from edge_ad.artifacts import artifact_path
 from edge_ad.cli.bench import bench_table
 from edge_ad.cli.data import demo_data, synth
 from edge_ad.cli.export import export_engine, export_serving
@@ -94,7 +95,7 @@ def train(
     ),
 ) -> None:
     """Train a model family (SimpleNet by default) on good images and write a model bundle."""
-    from edge_ad.cli.train import run_train
+    from edge_ad.cli.train import family_options, run_train
 
     run_train(
         data,
@@ -116,13 +117,13 @@ def train(
             "select": select,
             "synthetic_per_image": synthetic_per_image,
         },
-        family_options={
-            "simplenet": {
+        family_options=family_options(
+            {
                 "backbone_weights": backbone_weights, "random_backbone": random_backbone, "random_init": random_init,
                 "noise_std": noise_std, "score_mode": score_mode, "adapter_lr": adapter_lr, "disc_lr": disc_lr,
-            },
-            "nsa": {"preset": preset, "label": label, "blend": blend},
-        },
+                "preset": preset, "label": label, "blend": blend,
+            }
+        ),
     )
     out.print(f"model bundle: {out_dir}")
 
@@ -282,7 +283,7 @@ def export(
         return export_serving(model, fmt, out_dir, precision, batch_size, max_batch, python_backend)
     if fmt not in ("onnx", "engine"):
         raise UserError(f"--format must be onnx, engine, triton or deepstream, not {fmt!r}")
-    onnx_path = model if model.suffix == ".onnx" else model / f"model.{precision}.onnx"
+    onnx_path = model if model.suffix == ".onnx" else artifact_path(model, precision)
     needs_onnx = model.suffix != ".onnx" and (fmt == "onnx" or not onnx_path.exists())
     if needs_onnx and precision == "int8":
         from edge_ad.calibration import calibrate

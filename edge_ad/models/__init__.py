@@ -1,5 +1,1 @@
-"""Model families (one file each) and the registry that saves and loads them as bundles. Needs torch."""
-
-from edge_ad.models.registry import FAMILIES, load_model, save_model
-
-__all__ = ["FAMILIES", "load_model", "save_model"]
+"""Model families (one folder each), the family table (``families``) and the bundle loader (``registry``)."""

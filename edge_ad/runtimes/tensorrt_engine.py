@@ -1,10 +1,9 @@
-"""Facts the engine sidecar records: which GPU this is, and what a built engine reports about itself.
+"""TensorRT facts both the runtime and the builder need: importing TensorRT, which GPU this is, what a built engine
+reports about itself, and whether an engine's sidecar matches this machine.
 
-Split from :mod:`edge_ad.export.tensorrt_builder`: these readers only look (at the CUDA bindings, ``nvidia-smi``,
-the Jetson device tree, a deserialised engine, a sidecar on disk) and never build, so the runtime can use them
-to check an engine against the machine. The order in which GPU sources are tried, ``IDENTITY_SOURCES``, stays in
-the builder module with :func:`~edge_ad.export.tensorrt_builder.gpu_identity`. Torch-free (torch is consulted
-only when already loaded).
+These readers only look (at the CUDA bindings, ``nvidia-smi``, the Jetson device tree, a deserialised engine) and
+never build, so they live with the runtime and the exporter imports them from here (never the other way round).
+Torch-free (torch is consulted only when already loaded).
 """
 
 from __future__ import annotations
@@ -17,6 +16,31 @@ import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+INSTALL_HINT = (
+    "TensorRT is not installed. On a Jetson it ships with JetPack (python3-libnvinfer); on a desktop: "
+    "pip install tensorrt (NVIDIA's index). Alternatively build on the target with the printed trtexec line "
+    "(edge-ad export --format engine --dry-run) and adopt it with --from-trtexec."
+)
+
+
+class TensorRTUnavailable(RuntimeError):
+    """TensorRT (or a GPU) is missing; the message says how to get it."""
+
+
+def import_tensorrt() -> ModuleType:
+    try:
+        import tensorrt as trt  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise TensorRTUnavailable(INSTALL_HINT) from exc
+    return trt
+
+
+class EngineMismatch(ValueError):
+    """The engine was built for another GPU or TensorRT version (or cannot run here)."""
+
+
+UNKNOWN = ("unknown", "", None)
 
 # Compute capability of Jetson modules by the name in /proc/device-tree/model (no CUDA binding needed).
 JETSON_CC = (("Orin", "8.7"), ("Xavier", "7.2"), ("TX2", "6.2"), ("Nano", "5.3"))
@@ -165,18 +189,65 @@ def layer_precisions(trt: ModuleType, engine: Any) -> dict[str, Any]:
     return {"available": True, "count": len(layers), "by_precision": counts, "layers": layers}
 
 
-def sidecar_path(engine_path: str | Path) -> Path:
-    return Path(engine_path).with_suffix(".json")
+# -------------------------------------------------------------------------------------------- GPU identity
+# The order in which the sources are tried (tests replace it to take one out).
+IDENTITY_SOURCES = (
+    ("cuda-python", _from_cuda_python),
+    ("pycuda", _from_pycuda),
+    ("torch", _from_torch),
+    ("nvidia-smi", _from_nvidia_smi),
+    ("jetson-device-tree", _from_jetson),
+)
 
 
-def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
-    path = sidecar_path(engine_path)
-    if not path.is_file():
-        raise ValueError(
-            f"{engine_path} has no {path.name} sidecar: build it with `edge-ad export ONNX --format engine`, or, "
-            "for an engine trtexec built, `edge-ad export ONNX --format engine --from-trtexec ENGINE`"
-        )
+def gpu_identity() -> dict[str, str]:
+    """Name and compute capability of device 0 from the first source that knows (and which one it was).
+
+    TensorRT's Python API exposes no device properties, so the sources are the CUDA bindings, torch if
+    already loaded, ``nvidia-smi`` and, on a Jetson, the device-tree model name.
+    """
+    for source, probe in IDENTITY_SOURCES:
+        found = probe()
+        if found:
+            return {**found, "source": source}
+    return {"name": "unknown", "compute_capability": "unknown", "source": "none"}
+
+
+def is_jetson() -> bool:
+    if Path("/etc/nv_tegra_release").exists():
+        return True
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); rebuild the engine") from None
+        return "jetson" in Path("/proc/device-tree/model").read_bytes().decode(errors="replace").lower()
+    except OSError:
+        return False
+
+
+def check_engine_matches(sidecar: dict[str, Any], trt_version: str, gpu: dict[str, Any]) -> list[str]:
+    """Refuse an engine from another TensorRT version or GPU architecture; return notes for softer differences.
+
+    The rule: a differing TensorRT version, or compute capability known on both sides and different, is
+    refused, naming every difference. An unknown identity on either side never refuses by itself (a note
+    says so; TensorRT checks the device when it deserialises), nor does another GPU name of the same
+    compute capability (a note).
+    """
+    built = sidecar.get("gpu", {}) or {}
+    problems = []
+    if sidecar.get("tensorrt_version") != trt_version:
+        problems.append(f"TensorRT {sidecar.get('tensorrt_version')} built it, this machine has {trt_version}")
+    cc_built, cc_here = built.get("compute_capability"), gpu.get("compute_capability")
+    if cc_built not in UNKNOWN and cc_here not in UNKNOWN and cc_built != cc_here:
+        problems.append(
+            f"built for {built.get('name')} (sm {cc_built}), this GPU is {gpu.get('name')} (sm {cc_here})"
+        )
+    if problems:
+        raise EngineMismatch("engine does not match this machine: " + "; ".join(problems) + ": rebuild it here")
+    notes = []
+    if cc_built in UNKNOWN or cc_here in UNKNOWN:
+        notes.append(
+            f"GPU identity not fully known (built on {built.get('name', 'unknown')} via "
+            f"{built.get('source', '?')}, here {gpu.get('name', 'unknown')} via {gpu.get('source', '?')}); "
+            "TensorRT itself refuses an engine for another device"
+        )
+    elif built.get("name") not in UNKNOWN and gpu.get("name") not in UNKNOWN and built.get("name") != gpu.get("name"):
+        notes.append(f"built on {built.get('name')}, running on {gpu.get('name')} (same sm {cc_here})")
+    return notes

@@ -23,9 +23,7 @@ buffer -- no download and re-upload.
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
-import json
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -35,28 +33,27 @@ from typing import Any
 
 import numpy as np
 
-from edge_ad import BUNDLE_FORMAT_VERSION
-from edge_ad.data.preprocess import Preprocessing
-from edge_ad.export.tensorrt_builder import (
+from edge_ad.artifacts import (
+    ENGINE_METADATA,
     GRAPH_HEAD_OUTPUTS,
     HEAD_BOUNDARY,
-    engine_batch_range,
-    engine_io,
-    gpu_identity,
-    import_tensorrt,
+    ArtifactInfo,
+    BundleError,
     read_sidecar,
 )
 from edge_ad.postprocess.image_score import HeadDeclaration, check_cuda_postprocess
 from edge_ad.runtimes.base import check_batch
+from edge_ad.runtimes.tensorrt_engine import (
+    EngineMismatch,
+    check_engine_matches,
+    engine_batch_range,
+    engine_io,
+    gpu_identity,
+    import_tensorrt,
+    is_jetson,
+)
 
 __all__ = ["EngineMismatch", "TensorRTRuntime", "check_engine_matches", "is_jetson", "make_buffers"]
-
-UNKNOWN = ("unknown", "", None)
-
-
-class EngineMismatch(ValueError):
-    """The engine was built for another GPU or TensorRT version (or cannot run here)."""
-
 
 @dataclass
 class DeviceBuffer:
@@ -67,15 +64,6 @@ class DeviceBuffer:
     ptr: int
     host: np.ndarray
     native: Any = None
-
-
-def is_jetson() -> bool:
-    if Path("/etc/nv_tegra_release").exists():
-        return True
-    try:
-        return "jetson" in Path("/proc/device-tree/model").read_bytes().decode(errors="replace").lower()
-    except OSError:
-        return False
 
 
 def _cupy_view(buf: DeviceBuffer, shape: tuple[int, ...]) -> Any:
@@ -298,14 +286,13 @@ class TensorRTRuntime:
         for note in self.notes:
             warnings.warn(f"{self.path.name}: {note}", RuntimeWarning, stacklevel=2)
         meta = sidecar.get("metadata", {})
-        if str(meta.get("bundle_format_version")) != str(BUNDLE_FORMAT_VERSION):
-            raise EngineMismatch(f"{self.path} was exported from bundle format {meta.get('bundle_format_version')}")
         try:
-            self.preprocessing = Preprocessing.from_dict(json.loads(meta["preprocessing"]))
-            self.threshold = float(meta["threshold"])
-            self.score_stats = json.loads(meta.get("score_stats", "{}"))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EngineMismatch(f"{self.path}'s sidecar lacks edge-ad metadata ({exc}); rebuild the engine") from None
+            self.info = ArtifactInfo.parse(meta, f"{self.path}'s sidecar", required=ENGINE_METADATA)
+        except BundleError as exc:
+            raise EngineMismatch(f"{exc}; rebuild the engine") from None
+        self.preprocessing = self.info.preprocessing
+        self.threshold = self.info.threshold
+        self.score_stats = dict(self.info.score_stats)
         self.image_size = self.preprocessing.image_size
         self.precision = sidecar["precision"]
         self.sidecar = sidecar
@@ -363,11 +350,11 @@ class TensorRTRuntime:
         self._graphs: dict[int, Callable[[], None]] = {}
         self._bound: int | None = None
 
-    @functools.cached_property
+    @property
     def declared_head(self) -> HeadDeclaration:
-        """What the exported graph's head does (image score, smoothing sigma), from the sidecar's ONNX metadata;
-        read once, when first needed (ValueError for a malformed declaration)."""
-        return HeadDeclaration.of_metadata(self.sidecar.get("metadata", {}), str(self.path))
+        """What the exported graph's head does (image score, smoothing sigma), from the sidecar's ONNX metadata
+        (parsed with the rest of it when the engine was opened)."""
+        return self.info.declared_head
 
     @property
     def bundle_weights_sha256(self) -> str | None:
@@ -484,34 +471,3 @@ class TensorRTRuntime:
 
     def __repr__(self) -> str:
         return f"TensorRTRuntime({str(self.path)!r}, precision={self.precision}, batch={self.batch_range})"
-
-
-def check_engine_matches(sidecar: dict[str, Any], trt_version: str, gpu: dict[str, Any]) -> list[str]:
-    """Refuse an engine from another TensorRT version or GPU architecture; return notes for softer differences.
-
-    The rule: a differing TensorRT version, or compute capability known on both sides and different, is
-    refused, naming every difference. An unknown identity on either side never refuses by itself (a note
-    says so; TensorRT checks the device when it deserialises), nor does another GPU name of the same
-    compute capability (a note).
-    """
-    built = sidecar.get("gpu", {}) or {}
-    problems = []
-    if sidecar.get("tensorrt_version") != trt_version:
-        problems.append(f"TensorRT {sidecar.get('tensorrt_version')} built it, this machine has {trt_version}")
-    cc_built, cc_here = built.get("compute_capability"), gpu.get("compute_capability")
-    if cc_built not in UNKNOWN and cc_here not in UNKNOWN and cc_built != cc_here:
-        problems.append(
-            f"built for {built.get('name')} (sm {cc_built}), this GPU is {gpu.get('name')} (sm {cc_here})"
-        )
-    if problems:
-        raise EngineMismatch("engine does not match this machine: " + "; ".join(problems) + ": rebuild it here")
-    notes = []
-    if cc_built in UNKNOWN or cc_here in UNKNOWN:
-        notes.append(
-            f"GPU identity not fully known (built on {built.get('name', 'unknown')} via "
-            f"{built.get('source', '?')}, here {gpu.get('name', 'unknown')} via {gpu.get('source', '?')}); "
-            "TensorRT itself refuses an engine for another device"
-        )
-    elif built.get("name") not in UNKNOWN and gpu.get("name") not in UNKNOWN and built.get("name") != gpu.get("name"):
-        notes.append(f"built on {built.get('name')}, running on {gpu.get('name')} (same sm {cc_here})")
-    return notes

@@ -7,8 +7,7 @@ import copy
 import numpy as np
 import torch
 
-from edge_ad.models.simplenet.model import SimpleNet
-from edge_ad.runtimes.base import check_batch
+from edge_ad.runtimes.base import AnomalyModel, check_batch
 
 
 class TorchRuntime:
@@ -24,7 +23,7 @@ class TorchRuntime:
 
     name = "torch"
 
-    def __init__(self, model: SimpleNet, device: str = "cpu", precision: str = "fp32", postprocess: str = "graph"):
+    def __init__(self, model: AnomalyModel, device: str = "cpu", precision: str = "fp32", postprocess: str = "graph"):
         if precision not in ("fp32", "fp16"):
             raise ValueError(f"torch runtime supports fp32 and fp16, not {precision!r}")
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -69,7 +68,7 @@ class TorchRuntime:
         return image_score.cpu().numpy(), anomaly_map.cpu().numpy()
 
 
-def _device_of(model: SimpleNet) -> torch.device:
+def _device_of(model: AnomalyModel) -> torch.device:
     return _resolved(next(model.parameters()).device)
 
 

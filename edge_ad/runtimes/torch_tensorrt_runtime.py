@@ -22,8 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_ad.models.simplenet.model import SimpleNet
-from edge_ad.runtimes.base import check_batch
+from edge_ad.runtimes.base import AnomalyModel, check_batch
 from edge_ad.runtimes.torch_runtime import TorchRuntime
 
 PRECISIONS = ("fp32", "fp16")
@@ -85,7 +84,7 @@ class TorchTensorRTRuntime:
 
     def __init__(
         self,
-        model: SimpleNet,
+        model: AnomalyModel,
         precision: str = "fp16",
         device: str = "cuda",
         max_batch: int = 8,

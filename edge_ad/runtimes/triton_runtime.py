@@ -16,7 +16,6 @@ be called from several threads at once.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from pathlib import Path
@@ -24,15 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from edge_ad import BUNDLE_FORMAT_VERSION
-from edge_ad.bundle import CONFIG_NAME, BundleError, check_artifact_current, finite_threshold
-from edge_ad.data.preprocess import Preprocessing
+from edge_ad.artifacts import INPUT_NAME, OUTPUT_NAMES, ArtifactInfo
+from edge_ad.bundle import CONFIG_NAME, BundleError, check_artifact_current
 from edge_ad.runtimes.base import check_batch
 
 __all__ = ["TritonError", "TritonRuntime", "parse_target"]
 
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("image_score", "anomaly_map")
 PROTOCOLS = ("http", "grpc")
 _TARGET = re.compile(r"^(?:(?P<scheme>https?|grpc)s?:/+)?(?P<host>[^/\s]+?)(?:/(?P<model>[^/\s]+))?/?$")
 
@@ -155,17 +151,10 @@ class TritonRuntime:
         if missing:
             hint = "export it with `edge-ad export --format triton`"
             raise BundleError(f"{where} lacks edge-ad parameters {missing}: {hint}")
-        if params["bundle_format_version"] != str(BUNDLE_FORMAT_VERSION):
-            raise BundleError(
-                f"{where} was exported in bundle format {params['bundle_format_version']}; this edge-ad reads "
-                f"{BUNDLE_FORMAT_VERSION}. Re-export it with a matching edge-ad version."
-            )
-        try:
-            self.preprocessing = Preprocessing.from_dict(json.loads(params["preprocessing"]))
-            self.score_stats: dict[str, Any] = dict(json.loads(params["score_stats"]))
-        except (TypeError, ValueError) as exc:
-            raise BundleError(f"{where} has malformed edge-ad parameters: {exc}") from exc
-        self.threshold = finite_threshold(params["threshold"], where, text=True)
+        info = ArtifactInfo.parse(params, where, required=())
+        self.preprocessing = info.preprocessing
+        self.score_stats: dict[str, Any] = dict(info.score_stats)
+        self.threshold = info.threshold
         _check_current(params, where)
         self.image_size = self.preprocessing.image_size
         self.precision = params.get("precision", "fp32")

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from edge_ad.artifacts import artifact_path
 from edge_ad.detector import Detector
 from edge_ad.serve.app import ServeState, create_app
 from edge_ad.serve.metrics import Metrics
@@ -180,7 +181,7 @@ def _model_file(config: ServeConfig) -> Path:
     path = config.model
     if path.is_dir() and config.backend in ("onnxruntime", "tensorrt"):
         suffix = "onnx" if config.backend == "onnxruntime" else "engine"
-        return path / f"model.{config.precision}.{suffix}"
+        return artifact_path(path, config.precision, suffix)
     return path
 
 

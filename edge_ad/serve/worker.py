@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_ad.artifacts import WEIGHTS_NAME
 from edge_ad.bundle import file_sha256
 from edge_ad.data.gate import InputLimits, InputRejected, check_frame
 from edge_ad.detector import Detector
@@ -54,7 +55,7 @@ def model_sha256(path: str | os.PathLike[str]) -> str:
     """SHA-256 of the model file (for a bundle folder: of its ``model.safetensors``), so a record names its model."""
     p = Path(path)
     if p.is_dir():
-        p = p / "model.safetensors"
+        p = p / WEIGHTS_NAME
     return file_sha256(p)
 
 

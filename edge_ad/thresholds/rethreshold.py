@@ -35,11 +35,13 @@ from edge_ad.bundle import (
 )
 from edge_ad.data.images import list_images
 from edge_ad.io import atomic_write_json
+from edge_ad.runtimes.scoring import score_batches
 from edge_ad.thresholds.rules import (
     DEFAULT_RULE,
     RULES,
     SYNTHETIC_F1,
     good_statistics,
+    recorded_sigmas,
     refuse_flagging_every_good_image,
     synthetic_f1_threshold,
 )
@@ -88,7 +90,7 @@ def rethreshold(
             f"{folder}: only {len(names)} of {len(paths)} images passed the input gate ({len(scored['rejected'])} "
             f"refused, e.g. {scored['rejected'][0]}); a threshold needs at least {MIN_THRESHOLD_IMAGES}"
         )
-    k = float(sigmas) if sigmas is not None else _recorded_sigmas(info)
+    k = float(sigmas) if sigmas is not None else recorded_sigmas(info.training)
     stats = good_statistics(scores, maps, k)
     synthetic = None
     if rule == SYNTHETIC_F1:
@@ -143,12 +145,10 @@ def rethreshold(
 
 def _score_good(info: BundleInfo, paths: list[Path], device: str, batch_size: int) -> dict[str, Any]:
     """Good images through the detector: scores, maps and crops of those that passed, names of those refused."""
-    from edge_ad.detector import Detector, Failure
-    from edge_ad.models.registry import load_model
-    from edge_ad.runtimes.torch_runtime import TorchRuntime
+    from edge_ad.detector import Detector, Failure, open_runtime
 
-    model, _ = load_model(info)  # not Detector.load: it would warn about the threshold being replaced
-    detector = Detector(TorchRuntime(model, device=device), info.preprocessing, info.threshold, info.score_stats)
+    runtime = open_runtime(info.path, "torch", device=device)  # not Detector.load: it would warn about the threshold
+    detector = Detector(runtime, info.preprocessing, info.threshold, info.score_stats)
     names, scores, maps, crops, rejected, unreadable = [], [], [], [], [], []
     for item in detector.predict_paths(paths, batch_size=batch_size):
         if isinstance(item, Failure):
@@ -174,15 +174,6 @@ def _score_good(info: BundleInfo, paths: list[Path], device: str, batch_size: in
     }
 
 
-def _recorded_sigmas(info: BundleInfo) -> float:
-    recorded = info.training.get("threshold_sigmas")
-    if isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
-        return float(recorded)
-    from edge_ad.models.simplenet.trainer import TrainConfig  # the trainer's default; torch is loaded already
-
-    return float(TrainConfig().threshold_sigmas)
-
-
 def _synthetic_f1(
     info: BundleInfo, scored: dict[str, Any], seed: int | None, per_image: int | None, kind: str | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -197,14 +188,15 @@ def _synthetic_f1(
     vset = build_validation_set(scored["crops"], scored["names"], params, seed=seed, per_image=per_image)
     n_good = len(scored["names"])
     detector = scored["detector"]
-    syn_scores, syn_maps = [], []
-    for start in range(n_good, len(vset), 8):
-        chunk = vset.images[start : start + 8]
-        s, m = detector.runtime.predict(np.stack([detector.preprocessing.normalize(im) for im in chunk]))
-        syn_scores.append(np.asarray(s, np.float64).reshape(-1))
-        syn_maps.append(np.asarray(m, np.float32))
-    scores = np.concatenate([scored["scores"], *syn_scores])
-    maps = np.concatenate([scored["maps"].astype(np.float32), *syn_maps])
+    normalize = detector.preprocessing.normalize
+    syn_scores, syn_maps = score_batches(
+        detector.runtime.predict, vset.images[n_good:], lambda chunk: np.stack([normalize(im) for im in chunk])
+    )
+    if len(syn_scores):
+        scores = np.concatenate([scored["scores"], syn_scores.astype(np.float64)])
+        maps = np.concatenate([scored["maps"].astype(np.float32), syn_maps])
+    else:
+        scores, maps = np.asarray(scored["scores"]), scored["maps"].astype(np.float32)
     image_stats = synthetic_f1_threshold(vset.labels, scores)
     result = scores_from_outputs(vset, scores, maps)  # the validation set's own AUROC rules
     figures = {"image_auroc": result.image_auroc}

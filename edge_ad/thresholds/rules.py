@@ -11,7 +11,7 @@ Two rules, named in ``score_stats["image"]["rule"]`` with the figures behind the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,6 @@ from edge_ad.metrics import f1_max
 __all__ = [
     "DEFAULT_RULE",
     "RULES",
-    "good_image_statistics",
     "good_statistics",
     "image_score_threshold",
     "rule_statistics",
@@ -35,12 +34,15 @@ RULES = (GOOD_SIGMA, SYNTHETIC_F1)
 DEFAULT_RULE = GOOD_SIGMA
 
 
-def good_image_statistics(
-    predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], batches: Iterable[np.ndarray], sigmas: float
-) -> dict[str, Any]:
-    """Score good images (never test data) and derive the verdict threshold and map statistics from them."""
-    scores, maps = zip(*(predict(batch) for batch in batches), strict=True)
-    return good_statistics(np.concatenate(scores), np.concatenate(maps), sigmas)
+DEFAULT_SIGMAS = 3.0  # every family's k in mean + k std unless its training says otherwise
+
+
+def recorded_sigmas(training: Mapping[str, Any] | None) -> float:
+    """The k of a bundle's ``mean + k std`` rule: as its training recorded it, else :data:`DEFAULT_SIGMAS`."""
+    recorded = training.get("threshold_sigmas") if training is not None else None
+    if isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
+        return float(recorded)
+    return DEFAULT_SIGMAS
 
 
 def good_statistics(scores: np.ndarray, maps: np.ndarray, sigmas: float) -> dict[str, Any]:

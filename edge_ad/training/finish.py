@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.torch import save_file
 from torch import nn
 
-from edge_ad.bundle import artifact_weights_sha256, check_artifact_current, warn_threshold
+from edge_ad.bundle import WEIGHTS_NAME, artifact_weights_sha256, check_artifact_current, warn_threshold, write_config
 from edge_ad.data.preprocess import Preprocessing
-from edge_ad.models.registry import save_model
+from edge_ad.io import atomic_write_with
 from edge_ad.progress import console
+from edge_ad.runtimes.scoring import score_batches
 from edge_ad.runtimes.torch_runtime import TorchRuntime
-from edge_ad.thresholds.rules import good_image_statistics
+from edge_ad.thresholds.rules import good_statistics
 from edge_ad.training.epoch_validation import EpochValidation
 
 __all__ = ["finish_bundle", "set_aside_stale_exports"]
@@ -62,13 +64,8 @@ def finish_bundle(
         threshold_source, eval_idx = FALLBACK_SOURCE, list(train_idx)
     runtime = TorchRuntime(model)  # type: ignore[arg-type]  # any registered family's graph
     stats: dict[str, Any] = dict(score_stats or {})
-    stats.update(
-        good_image_statistics(
-            runtime.predict,
-            (np.stack([image(i) for i in eval_idx[s : s + 8]]) for s in range(0, len(eval_idx), 8)),
-            train_cfg.threshold_sigmas,
-        )
-    )
+    scores, maps = score_batches(runtime.predict, eval_idx, lambda idx: np.stack([image(i) for i in idx]))
+    stats.update(good_statistics(scores, maps, train_cfg.threshold_sigmas))
     stats["threshold_source"] = threshold_source
     threshold = stats["image"]["threshold"]
     training = {
@@ -120,3 +117,33 @@ def set_aside_stale_exports(bundle_dir: Path) -> list[Path]:
     if moved:
         console.log(f"set aside {len(moved)} export(s) made from earlier weights: {', '.join(p.name for p in moved)}")
     return moved
+
+
+def save_model(
+    model: Any,
+    bundle_dir: str | Path,
+    *,
+    preprocessing: Preprocessing,
+    threshold: float,
+    score_stats: dict[str, Any],
+    backbone: dict[str, Any],
+    training: dict[str, Any],
+) -> Path:
+    """Write a bundle atomically: weights first, then the config that seals them."""
+    bundle_dir = Path(bundle_dir)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_with(
+        bundle_dir / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"family": model.family})
+    )
+    write_config(
+        bundle_dir,
+        family=model.family,
+        model=model.config.to_dict(),
+        image_size=model.image_size,
+        preprocessing=preprocessing,
+        threshold=threshold,
+        score_stats=score_stats,
+        backbone=backbone,
+        training=training,
+    )
+    return bundle_dir

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_ad.data.layout import resolve_category, train_images
-from edge_ad.models.simplenet.trainer import CHECKPOINT_NAME, split_holdout
 from edge_ad.progress import console
+from edge_ad.training.checkpoints import CHECKPOINT_NAME, split_holdout
 from edge_ad.training.epoch_validation import EpochValidation, OnEpoch, prepare_validation
 
 __all__ = ["GoodSplit", "checkpoint_dir_for", "data_fingerprint", "split_good_images", "synthetic_validation"]

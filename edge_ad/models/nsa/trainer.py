@@ -9,9 +9,10 @@ reference, where the dataset's transform runs before the patch is cut. :data:`NS
 CPU recipe (fewer epochs, smaller batch, narrower network), never applied silently.
 
 Determinism: the model's init comes from ``torch.manual_seed(seed)``; epoch ``e`` shuffles with
-``trainer._generator(seed, e)`` and draws its synthetic batches with :func:`edge_ad.synthesis.batch_stream` seeded
-by ``(seed, e)``, so the data do not depend on worker processes, and a run resumed from the checkpoint of epoch k
-equals an uninterrupted one bit for bit. The cosine schedule depends on the total number of epochs, so a resumed
+``seeded_generator(seed, e)`` (training.checkpoints) and draws its synthetic batches with
+:func:`edge_ad.synthesis.batch_stream` seeded by ``(seed, e)``, so the data do not depend on worker processes, and a
+run resumed from the checkpoint of epoch k equals an uninterrupted one bit for bit. The cosine schedule depends on
+the total number of epochs, so a resumed
 run must ask for the same number.
 """
 
@@ -31,13 +32,15 @@ import torch.nn.functional as F
 from edge_ad.data.images import read_image
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.io import atomic_write_with
+from edge_ad.models.nsa.family import CPU_DEMO_EPOCHS
 from edge_ad.models.nsa.model import STRIDE, NsaConfig, NsaModel
-from edge_ad.models.simplenet.trainer import CHECKPOINT_NAME, _generator, load_checkpoint, run_fingerprint
 from edge_ad.progress import console
 from edge_ad.runtimes.torch_runtime import TorchRuntime
 from edge_ad.synthesis import NsaGenerator, batch_stream, params_for
 from edge_ad.synthesis.params import check_blend, check_label
 from edge_ad.synthesis.validation import Predict, ValidationScores, ValidationSet, score_validation_set
+from edge_ad.thresholds.rules import DEFAULT_SIGMAS
+from edge_ad.training.checkpoints import CHECKPOINT_NAME, load_checkpoint, run_fingerprint, seeded_generator
 from edge_ad.training.epoch_loop import EpochLoop
 from edge_ad.training.epoch_validation import (
     EpochValidation,
@@ -66,7 +69,7 @@ class NsaTrainConfig:
     seed: int = 0
     holdout_fraction: float = 0.1  # share of train/good kept out to set the threshold
     min_holdout: int = 2
-    threshold_sigmas: float = 3.0
+    threshold_sigmas: float = DEFAULT_SIGMAS
     synthetic_per_image: int = 3  # NSA anomalies per held-out good image for synthetic validation (0: off)
     validate_every: int = 1  # epochs between synthetic validations
     select: str = "final"  # final | synthetic (the epoch with the best mean synthetic image/pixel AUROC)
@@ -96,7 +99,7 @@ NSA_PAPER = NsaTrainConfig()
 #: image / pixel AUROC: batch 16 seeds 0 / 1 gave 0.794 / 0.812 and 0.846 / 0.674 (its untrained weights already
 #: score 0.760 / 0.685); batch 8 seeds 0-3 gave 0.974 / 0.991, 0.966 / 0.941, 0.992 / 0.992, 0.896 / 0.982, and
 #: washer seed 0 0.945 / 0.937 (batch 16: 0.935 / 0.939).
-NSA_CPU_DEMO = replace(NSA_PAPER, epochs=60, batch_size=8)
+NSA_CPU_DEMO = replace(NSA_PAPER, epochs=CPU_DEMO_EPOCHS, batch_size=8)
 NSA_CPU_DEMO_MODEL = NsaConfig(width=16, smoothing_sigma=4.0)
 PRESETS: dict[str, tuple[NsaTrainConfig, NsaConfig]] = {
     "paper": (NSA_PAPER, NsaConfig()),
@@ -209,7 +212,7 @@ class NsaTrainer(EpochLoop):
         lr = cosine_lr(cfg, epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        order = torch.randperm(len(self.generator), generator=_generator(cfg.seed, epoch)).tolist()
+        order = torch.randperm(len(self.generator), generator=seeded_generator(cfg.seed, epoch)).tolist()
         batches = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
         epoch_seed = cfg.seed * 1_000_003 + epoch
         t0 = time.perf_counter()

@@ -22,7 +22,6 @@ from torch import nn
 
 from edge_ad.data.images import list_images, read_image
 from edge_ad.data.preprocess import Preprocessing
-from edge_ad.models.registry import save_model
 from edge_ad.models.simplenet.model import SimpleNet, SimpleNetConfig
 from edge_ad.models.wide_resnet import (
     WideResNet50Trunk,
@@ -30,8 +29,10 @@ from edge_ad.models.wide_resnet import (
     read_state_dict,
     state_dict_sha256,
 )
+from edge_ad.runtimes.scoring import score_batches
 from edge_ad.runtimes.torch_runtime import TorchRuntime
-from edge_ad.thresholds.rules import good_image_statistics
+from edge_ad.thresholds.rules import good_statistics
+from edge_ad.training.finish import save_model
 
 DISCRIMINATOR_KEYS = {
     "body.block1.0.weight": "fc1.weight",
@@ -151,8 +152,10 @@ def import_checkpoint(
     threshold: float | None = None
     if good_images is not None:
         paths = list_images(good_images)
-        batches = (preprocessing.batch([read_image(p) for p in paths[s : s + 8]]) for s in range(0, len(paths), 8))
-        score_stats = good_image_statistics(TorchRuntime(model).predict, batches, threshold_sigmas)
+        scores, maps = score_batches(
+            TorchRuntime(model).predict, paths, lambda chunk: preprocessing.batch([read_image(p) for p in chunk])
+        )
+        score_stats = good_statistics(scores, maps, threshold_sigmas)
         score_stats["threshold_source"] = f"{len(paths)} good images in {good_images}"
         threshold = score_stats["image"]["threshold"]
     save_model(

@@ -18,7 +18,6 @@ from edge_ad.models.simplenet.model import SimpleNet, SimpleNetConfig
 from edge_ad.models.simplenet.trainer import (
     TrainConfig,
     Trainer,
-    run_fingerprint,
 )
 from edge_ad.models.wide_resnet import (
     DEFAULT_RANDOM_INIT,
@@ -32,6 +31,7 @@ from edge_ad.models.wide_resnet import (
     state_dict_sha256,
 )
 from edge_ad.progress import console
+from edge_ad.training.checkpoints import run_fingerprint
 from edge_ad.training.epoch_validation import OnEpoch
 from edge_ad.training.finish import finish_bundle
 from edge_ad.training.run_start import checkpoint_dir_for, data_fingerprint, split_good_images, synthetic_validation

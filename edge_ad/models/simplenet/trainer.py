@@ -10,7 +10,6 @@ from none of these generators; with ``select="synthetic"`` the best epoch's weig
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -27,10 +26,10 @@ from edge_ad.models.simplenet.model import SimpleNet
 from edge_ad.models.simplenet.validation import CachedLayerScorer
 from edge_ad.progress import console
 from edge_ad.synthesis.validation import Predict, ValidationScores, ValidationSet
+from edge_ad.thresholds.rules import DEFAULT_SIGMAS
+from edge_ad.training.checkpoints import CHECKPOINT_NAME, load_checkpoint, seeded_generator
 from edge_ad.training.epoch_loop import EpochLoop
 from edge_ad.training.epoch_validation import EpochValidation, check_validation_settings
-
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 @dataclass
@@ -48,7 +47,7 @@ class TrainConfig:
     seed: int = 0
     holdout_fraction: float = 0.1  # share of train/good kept out to set the threshold
     min_holdout: int = 2
-    threshold_sigmas: float = 3.0  # threshold = mean + k * std of held-out good image scores
+    threshold_sigmas: float = DEFAULT_SIGMAS  # threshold = mean + k * std of held-out good image scores
     synthetic_per_image: int = 3  # NSA anomalies per held-out good image for synthetic validation (0: off)
     validate_every: int = 1  # epochs between synthetic validations (the frozen backbone's maps are cached)
     select: str = "final"  # final | synthetic (the epoch with the best mean synthetic image/pixel AUROC)
@@ -75,23 +74,6 @@ class EpochStats:
     synthetic_pixel_auroc: float | None = None
 
 
-def _generator(seed: int, stream: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed((seed * 1_000_003 + stream) % (2**63))
-    return g
-
-
-def split_holdout(n: int, cfg: TrainConfig) -> tuple[list[int], list[int]]:
-    """Deterministic (train, holdout) index split of the good training images."""
-    n_hold = max(cfg.min_holdout, round(n * cfg.holdout_fraction)) if cfg.holdout_fraction > 0 else 0
-    if n - n_hold < 1:
-        n_hold = 0
-    order = torch.randperm(n, generator=_generator(cfg.seed, -1)).tolist()
-    hold = sorted(order[:n_hold])
-    train = sorted(order[n_hold:])
-    return train, hold
-
-
 def add_feature_noise(features: Tensor, std: float, mix: int, generator: torch.Generator) -> Tensor:
     """The paper's anomaly feature generator: f + eps, eps ~ N(0, (std * 1.1^k)^2), k uniform in [0, mix)."""
     noise = torch.randn(features.shape, generator=generator).to(features.device, features.dtype)
@@ -106,24 +88,6 @@ def add_feature_noise(features: Tensor, std: float, mix: int, generator: torch.G
 def truncated_l1(true_scores: Tensor, fake_scores: Tensor, margin: float) -> Tensor:
     """mean(max(0, th - D(true))) + mean(max(0, th + D(fake)))."""
     return (margin - true_scores).clamp(min=0).mean() + (margin + fake_scores).clamp(min=0).mean()
-
-
-def load_checkpoint(path: Path | None, fingerprint: str, device: str | torch.device) -> dict | None:
-    """The checkpoint every family's trainer resumes from, or None when there is none; one of another run is refused.
-
-    Loaded with ``weights_only``: plain tensors and containers, never arbitrary pickled objects.
-    """
-    if path is None:
-        return None
-    if not path.exists():
-        console.log(f"no checkpoint at {path} to resume: training from the first epoch")
-        return None
-    state = torch.load(path, map_location=device, weights_only=True)
-    if state.get("fingerprint") != fingerprint:
-        raise ValueError(
-            f"{path} was written for different data or settings; delete it or use another --out to start afresh"
-        )
-    return state
 
 
 class Trainer(EpochLoop):
@@ -228,7 +192,7 @@ class Trainer(EpochLoop):
         cfg, mcfg = self.cfg, self.model.config
         self.model.train()
         self._set_lr(epoch)
-        gen = _generator(cfg.seed, epoch)
+        gen = seeded_generator(cfg.seed, epoch)
         order = torch.randperm(self.features.shape[0], generator=gen)
         t0 = time.perf_counter()
         loss_sum = p_true_sum = p_fake_sum = 0.0
@@ -309,22 +273,3 @@ class Trainer(EpochLoop):
             feats = self.features[start : start + chunk].to(self.device, torch.float32).flatten(0, 1)
             out.append(self.model.discriminate(feats).cpu())
         return torch.cat(out)
-
-
-# Settings a resumed run may change: more epochs continue a run exactly (Trainer.resume checks the count).
-RESUMABLE_SETTINGS = {"train": ("epochs",)}
-
-
-def run_fingerprint(**parts: object) -> str:
-    """Hash of what determines a run (data files, configs, backbone); a checkpoint only resumes its own run.
-
-    The ``train`` part's ``epochs`` is left out (see ``RESUMABLE_SETTINGS``): asking for more epochs extends a run.
-    """
-    kept = {
-        name: {k: v for k, v in part.items() if k not in RESUMABLE_SETTINGS.get(name, ())}
-        if isinstance(part, dict)
-        else part
-        for name, part in parts.items()
-    }
-    text = json.dumps(kept, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]

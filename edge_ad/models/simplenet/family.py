@@ -1,0 +1,103 @@
+"""SimpleNet's :class:`~edge_ad.models.family.Family` record: how it is built, trained, demonstrated and compared.
+
+Torch-free to import; each callable imports the model and trainer when it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from edge_ad.models.family import AnomalyModel, DemoRecipe, Family
+from edge_ad.postprocess.image_score import HeadDeclaration
+
+__all__ = ["DEMO_EPOCHS", "FAMILY", "PAPER_FPS"]
+
+DEMO_EPOCHS = 30  # SimpleNet's demo schedule
+PAPER_FPS = 77.0  # SimpleNet paper, WideResNet50, RTX 3080 Ti
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def build(info: Any) -> AnomalyModel:
+    """The model a bundle's config describes (weights not loaded)."""
+    from edge_ad.models.simplenet.model import SimpleNet, SimpleNetConfig
+
+    return SimpleNet(SimpleNetConfig.from_dict(info.model), image_size=info.image_size)
+
+
+def train(
+    data: Path, out_dir: Path, preprocessing: Any, common: dict[str, Any], options: dict[str, Any], run: dict[str, Any]
+) -> None:
+    """``edge-ad train --model simplenet``: a backbone choice is required; the paper's schedule unless told."""
+    from edge_ad.models.simplenet.model import SimpleNetConfig
+    from edge_ad.models.simplenet.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
+    from edge_ad.models.simplenet.trainer import TrainConfig
+    from edge_ad.progress import console
+
+    weights, random_backbone = options.get("backbone_weights"), bool(options.get("random_backbone"))
+    if (weights is None) == (not random_backbone):
+        raise ValueError("choose a backbone: --backbone-weights PATH|imagenet1k_v1, or --random-backbone")
+    model_cfg = SimpleNetConfig()
+    if random_backbone:
+        random_backbone_recipe(model_cfg)
+        console.print("[yellow]random backbone:[/] weights are not pretrained; the demo recipe is used (see README)")
+    overrides = _given({"noise_std": options.get("noise_std"), "score_mode": options.get("score_mode")})
+    model_cfg = dataclasses.replace(model_cfg, **overrides)  # replace() re-runs the config's validation
+    train_cfg = TrainConfig(
+        **{"epochs": 160, "batch_size": 8, **_given(common)},
+        **_given({"adapter_lr": options.get("adapter_lr"), "disc_lr": options.get("disc_lr")}),
+    )
+    draw = _given({"random_init": options.get("random_init")})
+    train_bundle(
+        data,
+        out_dir,
+        backbone=BackboneSpec(weights=weights, random=random_backbone, **draw),
+        preprocessing=preprocessing,
+        model_cfg=model_cfg,
+        train_cfg=train_cfg,
+        **run,
+    )
+
+
+def demo_train(
+    data: Path, bundle: Path, *, category: str, epochs: int, seed: int, device: str, resume: bool, **extra: Any
+) -> Path:
+    """``edge-ad demo``: SimpleNet on a random backbone (no ImageNet weights can be downloaded on build machines)."""
+    from edge_ad.data.preprocess import Preprocessing
+    from edge_ad.models.simplenet.model import SimpleNetConfig
+    from edge_ad.models.simplenet.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
+    from edge_ad.models.simplenet.trainer import TrainConfig
+
+    return train_bundle(
+        data,
+        bundle,
+        category=category,
+        backbone=BackboneSpec(random=True),
+        preprocessing=Preprocessing(),
+        model_cfg=random_backbone_recipe(SimpleNetConfig()),
+        train_cfg=TrainConfig(epochs=epochs, seed=seed),
+        device=device,
+        resume=resume,
+        **extra,
+    )
+
+
+FAMILY = Family(
+    name="simplenet",
+    title="SimpleNet",
+    build=build,
+    train=train,
+    head=HeadDeclaration("max", 4.0),
+    options=("backbone_weights", "random_backbone", "random_init", "noise_std", "score_mode", "adapter_lr", "disc_lr"),
+    demo=DemoRecipe(
+        DEMO_EPOCHS,
+        demo_train,
+        "{category}",
+        "SimpleNet on a random-initialised backbone (no ImageNet weights can be downloaded here)",
+    ),
+    paper_fps=PAPER_FPS,
+)
