@@ -8,6 +8,8 @@ Installed as ``edge_ad.calibration`` (the top-level ``calibration/`` folder of t
 
 from __future__ import annotations
 
+from edge_ad.thresholds.sets import ImageSet
+
 from .calibration_data import DEFAULT_COUNT, MIN_IMAGES, CalibrationReader
 from .quantize import (
     DEFAULT_GOOD_TOLERANCE,
@@ -28,7 +30,6 @@ from .quantize import (
     unquantized_layers,
 )
 from .report import calibrate, write_report
-from .selection import ImageSet
 
 __all__ = [
     "DEFAULT_COUNT",

@@ -20,7 +20,7 @@ from typing import Any
 
 import onnx
 
-from edge_ad.export.onnx_graph import WEIGHTED_OPS, descendants
+from edge_ad.onnx_tools.onnx_graph import WEIGHTED_OPS, descendants
 
 __all__ = [
     "LAYOUT_KEY",

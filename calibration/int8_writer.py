@@ -70,8 +70,8 @@ import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-from edge_ad.export.op_check import assert_tensorrt_compatible
 from edge_ad.io import atomic_path
+from edge_ad.onnx_tools.op_check import assert_tensorrt_compatible
 
 from .calibration_data import DEFAULT_COUNT, CalibrationReader, CalibSource
 from .graph_parts import (

@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edge_ad.export.onnx_graph import node_macs
+from edge_ad.onnx_tools.onnx_graph import node_macs
 from edge_ad.progress import Bar, progress_bar
 
 from .calibration_data import DEFAULT_COUNT, CalibrationReader, CalibSource

@@ -28,6 +28,23 @@ from edge_ad.data.layout import Sample, test_samples
 from edge_ad.evaluate import Scored, metrics_by_defect, score_samples
 from edge_ad.runtimes.onnx_runtime import OnnxRuntime
 from edge_ad.thresholds.basis import threshold_basis
+from edge_ad.thresholds.sets import (
+    HOLDOUT,
+    ImageSet,
+    Outputs,
+    ThresholdSets,
+    basis_statistics,
+    bundle_holdout,
+    good_set,
+    labelled_metrics,
+    labelled_set,
+    run_model,
+    split_source,
+    synthetic_metrics,
+    synthetic_set,
+    threshold_sets,
+    threshold_sigmas,
+)
 
 from .calibration_data import (
     DEFAULT_COUNT,
@@ -52,23 +69,6 @@ from .choice import (
 from .graph_parts import check_choice, int8_mac_fraction
 from .int8_writer import quantize_model, write_model
 from .ranges import METHODS, TARGETS, Calibration
-from .selection import (
-    HOLDOUT,
-    ImageSet,
-    Outputs,
-    ThresholdSets,
-    basis_statistics,
-    bundle_holdout,
-    good_set,
-    labelled_metrics,
-    labelled_set,
-    run_model,
-    split_source,
-    synthetic_metrics,
-    synthetic_set,
-    threshold_sets,
-    threshold_sigmas,
-)
 
 __all__ = [
     "Measurement",

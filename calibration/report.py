@@ -24,13 +24,13 @@ import onnx
 
 from edge_ad.bundle import BundleError, check_artifact_current
 from edge_ad.io import atomic_write_json, atomic_write_text
+from edge_ad.thresholds.sets import ImageSet
 
 from .calibration_data import DEFAULT_COUNT, model_info
 from .graph_parts import int8_mac_fraction, unquantized_layers
 from .int8_writer import int8_name, set_int8_metadata, write_model
 from .ranges import METHODS
 from .recipes import measure, selection_sets
-from .selection import ImageSet
 
 __all__ = ["REPORT_JSON", "REPORT_MD", "calibrate", "write_report"]
 

@@ -136,7 +136,7 @@ def write_deepstream(
     """
     import onnx
 
-    from edge_ad.export.op_check import assert_tensorrt_compatible
+    from edge_ad.onnx_tools.op_check import assert_tensorrt_compatible
 
     if precision not in NETWORK_MODES:
         raise ValueError(f"--precision must be one of {', '.join(NETWORK_MODES)}, got {precision!r}")

@@ -17,7 +17,7 @@ rather than tracing a ``.half()`` torch module keeps the export fast on CPU, whe
 convolutions are very slow, and folds BatchNorm in float32 before rounding.
 
 Every export is checked before it is written: ``onnx.checker`` (full check, with shape inference), the
-TensorRT op check (:mod:`edge_ad.export.op_check`), and -- unless ``verify=False`` -- a parity run of
+TensorRT op check (:mod:`edge_ad.onnx_tools.op_check`), and -- unless ``verify=False`` -- a parity run of
 onnxruntime against the fp32 torch graph on a fixed random batch. Any failure raises; nothing is written.
 :func:`export_onnx_checked` returns what those checks measured (:class:`ExportResult`; ``edge-ad export`` prints
 it); :func:`export_onnx` returns only the path.
@@ -53,13 +53,12 @@ from edge_ad.artifacts import OUTPUT_NAMES as RUNTIME_OUTPUTS
 from edge_ad.bundle import WEIGHTS_NAME, BundleError, BundleInfo, file_sha256
 from edge_ad.io import atomic_path
 from edge_ad.models.registry import load_model
+from edge_ad.onnx_tools.onnx_graph import FLOP_STAGES, descendants, graph_flops
+from edge_ad.onnx_tools.op_check import assert_tensorrt_compatible
 from edge_ad.postprocess.image_score import IMAGE_SCORE_KEY, IMAGE_SCORES, SMOOTHING_SIGMA_KEY, HeadDeclaration
 
-from .onnx_graph import FLOP_STAGES, descendants, graph_flops
-from .op_check import assert_tensorrt_compatible
-
 if TYPE_CHECKING:
-    from edge_ad.calibration.selection import ThresholdSets
+    from edge_ad.thresholds.sets import ThresholdSets
 
 __all__ = [
     "INPUT_NAME",
@@ -348,8 +347,8 @@ def _threshold_sets(info: BundleInfo) -> tuple[ThresholdSets | None, str]:
     the held-out good images, or those of the latest ``edge-ad threshold``), read before tracing; or ``(None, why
     not)`` when the bundle records none (imported) or its training images cannot be read. Images of ``edge-ad
     threshold`` that are gone raise :class:`BundleError` (one line): the old basis would undo the re-threshold."""
-    from edge_ad.calibration.selection import bundle_threshold_sets
     from edge_ad.thresholds.basis import ThresholdImagesGone
+    from edge_ad.thresholds.sets import bundle_threshold_sets
 
     try:
         sets = bundle_threshold_sets(info, info.preprocessing)
@@ -366,8 +365,8 @@ def _own_threshold(
     proto: onnx.ModelProto, info: BundleInfo, precision: str, sets: ThresholdSets
 ) -> dict[str, Any]:
     """The bundle's threshold rule applied to this graph's own scores on ``sets`` (:func:`_threshold_sets`)."""
-    from edge_ad.calibration.selection import basis_statistics, run_model
     from edge_ad.runtimes.onnx_runtime import OnnxRuntime
+    from edge_ad.thresholds.sets import basis_statistics, run_model
 
     with tempfile.TemporaryDirectory(prefix="edge-ad-export-") as tmp:
         path = Path(tmp) / f"model.{precision}.onnx"

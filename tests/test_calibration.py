@@ -50,7 +50,7 @@ from edge_ad.data.images import read_image
 from edge_ad.data.layout import test_samples, train_images
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.evaluate import metrics_by_defect, score_samples
-from edge_ad.export.op_check import check_ops
+from edge_ad.onnx_tools.op_check import check_ops
 from edge_ad.runtimes.onnx_runtime import OnnxRuntime
 
 BOUND = 0.01  # accepted INT8 loss of image AUROC and of pixel AUROC (1.0 point)
@@ -291,9 +291,9 @@ def _bundle_without_labels(bundle: Path, tiny_demo: Path, tmp: Path, synthetic: 
 def unlabelled_run(bundle: Path, fp32_path: Path, tiny_demo: Path, tmp_path_factory: pytest.TempPathFactory):
     """calibrate() with its defaults on a dataset without test/, counting image reads, sessions and progress bars."""
     import edge_ad.calibration.calibration_data as calibration_data
-    import edge_ad.calibration.selection as selection
     import edge_ad.data.images as images
     import edge_ad.evaluate as evaluate
+    import edge_ad.thresholds.sets as selection
 
     copy = _bundle_without_labels(bundle, tiny_demo, tmp_path_factory.mktemp("unlabelled"))
     counts = {"read_image": 0, "sessions": 0, "images_run": 0}

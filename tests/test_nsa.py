@@ -114,7 +114,7 @@ def test_onnx_fp32_matches_torch_and_passes_op_check(nsa_bundle: Path, tmp_path:
     import onnxruntime as ort
 
     from edge_ad.export.onnx_export import export_onnx_checked
-    from edge_ad.export.op_check import assert_tensorrt_compatible
+    from edge_ad.onnx_tools.op_check import assert_tensorrt_compatible
 
     result = export_onnx_checked(nsa_bundle, tmp_path / "model.fp32.onnx", dynamic_batch=True)
     proto = onnx.load(str(result.path))

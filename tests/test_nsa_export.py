@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from edge_ad.calibration.graph_parts import LAYOUT_KEY, Int8Layout, graph_parts, layout_of, quantized_nodes
 from edge_ad.cli.main import app
 from edge_ad.data.images import read_image
-from edge_ad.export.op_check import check_ops
 from edge_ad.models.nsa.model import NsaGraph
 from edge_ad.models.simplenet.model import SimpleNetGraph
+from edge_ad.onnx_tools.op_check import check_ops
 from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of
 from edge_ad.runtimes.onnx_runtime import OnnxRuntime
 

@@ -23,7 +23,7 @@ from onnx import TensorProto, helper
 from edge_ad import BUNDLE_FORMAT_VERSION
 from edge_ad.bundle import read_bundle
 from edge_ad.export.onnx_export import METADATA_KEYS, OUTPUT_NAMES, export_onnx, graph_flops
-from edge_ad.export.op_check import TENSORRT_ONNX_OPS, assert_tensorrt_compatible, check_ops
+from edge_ad.onnx_tools.op_check import TENSORRT_ONNX_OPS, assert_tensorrt_compatible, check_ops
 from edge_ad.runtimes.onnx_runtime import OnnxRuntime
 from tests.layering import assert_runs_without
 

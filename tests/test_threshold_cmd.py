@@ -322,8 +322,8 @@ def test_synthetic_f1_basis_rebuilds_the_commands_set(
     """After a synthetic-f1 re-threshold, an export's threshold sets are the command's synthetic set: the same model
     run on them by the same rule gives back the stored threshold exactly."""
     import edge_ad.runtimes.torch_runtime as torch_runtime
-    from edge_ad.calibration.selection import basis_statistics, bundle_threshold_sets, run_model
     from edge_ad.thresholds.rethreshold import rethreshold
+    from edge_ad.thresholds.sets import basis_statistics, bundle_threshold_sets, run_model
 
     bundle = _fresh_copy(tiny_bundle, tmp_path)
     fake = _NearestGood(_good_batch(bundle, new_good)[1])

@@ -198,5 +198,5 @@ def assert_tensorrt_compatible(model: onnx.ModelProto | str | os.PathLike[str]) 
         where = f" in {os.fspath(model)}" if not isinstance(model, onnx.ModelProto) else ""
         raise ValueError(
             f"ONNX graph{where} uses operators outside the TensorRT-compatible set: {', '.join(bad)}. "
-            "Change the model so that it exports to supported ops (see export/op_check.py)."
+            "Change the model so that it exports to supported ops (see edge_ad/onnx_tools/op_check.py)."
         )
