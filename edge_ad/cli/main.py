@@ -17,7 +17,7 @@ from edge_ad import __version__
 from edge_ad.artifacts import artifact_path
 from edge_ad.cli.bench import bench_table
 from edge_ad.cli.data import demo_data, synth
-from edge_ad.cli.export import export_engine, export_serving
+from edge_ad.export.entry import export_engine, export_serving
 from edge_ad.cli.output import UserError, err, friendly, metrics_table, out
 from edge_ad.io import atomic_write_json
 
