@@ -16,7 +16,7 @@ k, and to export a missing (or stale) fp32 model.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +277,7 @@ def calibrate(
     target: str = "tensorrt",
     seed: int = 0,
     out_path: str | os.PathLike[str] | None = None,
+    export_fp32: Callable[[Path, Path], object] | None = None,
 ) -> dict[str, Any]:
     """Calibrate, quantize, measure and report a bundle's INT8 model; returns the report dict.
 
@@ -287,15 +288,20 @@ def calibrate(
     (default all of :data:`METHODS`) is compared, as is the recipe among ``recipes`` (default all).
     ``tolerance``: of the rule in use (AUROC loss with labels, relative output change without). The INT8
     model goes to ``out_path`` (default ``BUNDLE/model.int8.onnx``) with its own threshold, the report beside
-    it. The fp32 ONNX is exported first when the bundle has none, or has one made from other weights.
+    it. When the bundle has no current fp32 ONNX, ``export_fp32(bundle, path)`` writes it first (the export entry
+    passes its exporter; calibration imports nothing of export).
     """
     bundle = Path(bundle_dir)
     fp32 = bundle / "model.fp32.onnx"
     info = model_info(fp32) if fp32.is_file() else None
     if info is None or _stale(info.metadata, bundle, fp32):
-        from edge_ad.export.onnx_export import export_onnx  # needs torch: only when the fp32 export is missing
-
-        export_onnx(bundle, fp32)
+        if export_fp32 is None:
+            why = "no" if info is None else "a stale"
+            raise ValueError(
+                f"{bundle} has {why} model.fp32.onnx to calibrate from: export it first (`edge-ad export {bundle}`), "
+                "or make the INT8 model with `edge-ad export --precision int8` (edge_ad.export.export)"
+            )
+        export_fp32(bundle, fp32)
         info = model_info(fp32)
     if method is not None:
         compared = (method,)

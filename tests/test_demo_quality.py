@@ -47,10 +47,11 @@ def test_demo_reaches_its_floor_and_int8_keeps_it(tmp_path: Path) -> None:
 
     # INT8 exactly as `edge-ad export --precision int8` makes it by default: the recipe is chosen without labels on the
     # held-out good images; only afterwards is the chosen model evaluated on the labelled test split.
-    from edge_ad.calibration import calibrate
     from edge_ad.evaluate import evaluate_model
+    from edge_ad.export import export
 
-    int8 = calibrate(bundle)
+    int8 = export(bundle, "onnx", "int8").report
+    assert int8 is not None
     assert int8["labels_used"] is False, int8["selection"]
     int8_overall = evaluate_model(Path(int8["models"]["int8"]), report["data"], backend="onnxruntime")["metrics"][
         "overall"

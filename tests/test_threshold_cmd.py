@@ -277,11 +277,12 @@ def test_fp16_export_after_rethreshold_uses_its_images(relit_bundle: Path, new_g
 
 def test_int8_export_after_rethreshold_names_its_images(relit_bundle: Path, new_good: Path) -> None:
     from edge_ad.calibration import calibrate
+    from edge_ad.export.onnx_export import export_onnx
     from edge_ad.runtimes.onnx_runtime import OnnxRuntime
 
     bundle = relit_bundle
     info = read_bundle(bundle)
-    report = calibrate(bundle, method="percentile", recipes=("keep_head_fp",))
+    report = calibrate(bundle, method="percentile", recipes=("keep_head_fp",), export_fp32=export_onnx)
     th = report["threshold"]
     assert th["basis"]["folder"] == str(new_good) and th["basis"]["rule"] == "good-sigma"
     assert th["basis"]["images"] == 12

@@ -11,13 +11,12 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from edge_ad import __version__
-from edge_ad.artifacts import artifact_path
 from edge_ad.cli.bench import bench_table
 from edge_ad.cli.data import demo_data, synth
-from edge_ad.export.entry import export_engine, export_serving
 from edge_ad.cli.output import UserError, err, friendly, metrics_table, out
 from edge_ad.io import atomic_write_json
 
@@ -279,37 +278,13 @@ def export(
 ) -> None:
     """Export the fused inference graph to ONNX (fp32/fp16/int8), build a TensorRT engine from it, or write a Triton
     model repository / DeepStream nvinfer config (--format triton|deepstream)."""
-    if fmt in ("triton", "deepstream"):
-        return export_serving(model, fmt, out_dir, precision, batch_size, max_batch, python_backend)
-    if fmt not in ("onnx", "engine"):
-        raise UserError(f"--format must be onnx, engine, triton or deepstream, not {fmt!r}")
-    onnx_path = model if model.suffix == ".onnx" else artifact_path(model, precision)
-    needs_onnx = model.suffix != ".onnx" and (fmt == "onnx" or not onnx_path.exists())
-    if needs_onnx and precision == "int8":
-        from edge_ad.calibration import calibrate
+    from edge_ad.export.entry import export as run_export
 
-        report = calibrate(model, calib_data, eval_data, calib_method, calib_count, target=int8_target)
-        onnx_path = Path(report["models"]["int8"])
-        out.print(f"onnx: {onnx_path}  (report: {onnx_path.parent / 'calibration_report.md'})")
-        th = report["threshold"]
-        chosen_on = report["selection"]["summary"]
-        recipe = f"recipe: {report['method']} / {report['recipe']}, chosen on {chosen_on}"
-        out.print(recipe, markup=False, soft_wrap=True)
-        out.print(f"threshold: fp32 {th['fp32']:.6g} -> int8 {th['int8']:.6g} (from its own good-image scores)")
-        out.print(json.dumps({k: report[k] for k in ("method", "recipe", "summary")}))
-    elif needs_onnx:
-        from edge_ad.export.onnx_export import export_onnx_checked
-
-        result = export_onnx_checked(model, precision=precision, batch_size=batch_size, dynamic_batch=dynamic_batch)
-        onnx_path = result.path
-        out.print(f"onnx: {onnx_path}")
-        for line in result.summary():
-            out.print(line, soft_wrap=True, markup=False)
-    if fmt == "onnx":
-        return
-    export_engine(
-        onnx_path,
+    run_export(
+        model,
+        fmt,
         precision,
+        batch_size=batch_size,
         dynamic_batch=dynamic_batch,
         max_batch=max_batch,
         workspace_mib=workspace_mib,
@@ -319,6 +294,14 @@ def export(
         head=head,
         verify_count=verify_count,
         calib_data=calib_data,
+        eval_data=eval_data,
+        calib_method=calib_method,
+        calib_count=calib_count,
+        int8_target=int8_target,
+        out_dir=out_dir,
+        python_backend=python_backend,
+        say=lambda line: out.print(line, soft_wrap=True, markup=False),
+        warn=lambda line: err.print(f"[yellow]{escape(line)}[/]"),
     )
 
 
