@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from edge_ad.models.family import AnomalyModel, DemoRecipe, Family
+from edge_ad.models.nsa.schedule import CPU_DEMO_EPOCHS
 from edge_ad.postprocess.image_score import HeadDeclaration
 
 __all__ = ["CPU_DEMO_EPOCHS", "FAMILY"]
-
-CPU_DEMO_EPOCHS = 60  # the epochs of NSA_CPU_DEMO (edge_ad.models.nsa.trainer), the demo's schedule
-
 
 def build(info: Any) -> AnomalyModel:
     """The model a bundle's config describes (weights not loaded)."""

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from edge_ad.data.images import read_image
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.io import atomic_write_with
-from edge_ad.models.nsa.family import CPU_DEMO_EPOCHS
 from edge_ad.models.nsa.model import STRIDE, NsaConfig, NsaModel
+from edge_ad.models.nsa.schedule import CPU_DEMO_EPOCHS
 from edge_ad.progress import console
 from edge_ad.runtimes.torch_runtime import TorchRuntime
 from edge_ad.synthesis import NsaGenerator, batch_stream, params_for
