@@ -88,7 +88,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from edge_ad.calibration import CalibrationReader, prepare_calibration, quantize_int8
-    from edge_ad.calibration.quantize import _evaluate, evaluation_samples
+    from edge_ad.calibration.recipes import _evaluate, evaluation_samples
 
     with tempfile.TemporaryDirectory(prefix="edge-ad-int8-bench-") as tmp:
         workdir = args.workdir or Path(tmp)

@@ -11,24 +11,11 @@ from __future__ import annotations
 from edge_ad.thresholds.sets import ImageSet
 
 from .calibration_data import DEFAULT_COUNT, MIN_IMAGES, CalibrationReader
-from .quantize import (
-    DEFAULT_GOOD_TOLERANCE,
-    DEFAULT_METHOD,
-    DEFAULT_TOLERANCE,
-    INT8_NAME,
-    METHODS,
-    TARGETS,
-    Calibration,
-    QuantizationError,
-    choose_candidate,
-    choose_without_labels,
-    measure,
-    measure_recipes,
-    prepare_calibration,
-    quantize_int8,
-    selection_sets,
-    unquantized_layers,
-)
+from .choice import DEFAULT_GOOD_TOLERANCE, DEFAULT_TOLERANCE, choose_candidate, choose_without_labels
+from .graph_parts import unquantized_layers
+from .int8_writer import INT8_NAME, QuantizationError, quantize_int8
+from .ranges import DEFAULT_METHOD, METHODS, TARGETS, Calibration, prepare_calibration
+from .recipes import measure, measure_recipes, selection_sets
 from .report import calibrate, write_report
 
 __all__ = [

@@ -190,8 +190,8 @@ def write_report(
     ``calibration``: :meth:`CalibrationReader.describe`. ``selection``: :meth:`~.selection.ImageSet.describe` of
     the images the recipe was chosen on (its ``summary`` names them: "held-out good images, N, no labels" or
     "--eval-data DIR, labels"). ``threshold``: ``fp32``, ``int8``, ``rule``. ``good_deviation``/``deviation``:
-    :func:`~edge_ad.calibration.quantize.output_deviation` on the good images / the labelled set.
-    ``unquantized``: the float layers by part (:func:`~edge_ad.calibration.quantize.unquantized_layers`).
+    :func:`~edge_ad.calibration.choice.output_deviation` on the good images / the labelled set.
+    ``unquantized``: the float layers by part (:func:`~edge_ad.calibration.graph_parts.unquantized_layers`).
     ``synthetic``: ``{"fp32": {...}, "int8": {...}}`` image/pixel AUROC on the synthetic validation set the choice
     was made on (``selection`` is then its description); ``selection_note``: why there was none, when there was none.
     """

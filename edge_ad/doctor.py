@@ -216,7 +216,7 @@ def _cuda_python_installed() -> bool:
 
 def probe_tools() -> dict[str, Any]:
     """nvcc (pycuda compiles with it; torch extensions need it), trtexec, ninja, compute-sanitizer."""
-    from edge_ad.runtimes.cuda_postprocess import find_nvcc
+    from edge_ad.runtimes.cuda_kernel import find_nvcc
 
     try:
         nvcc = find_nvcc()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_ad.artifacts import ArtifactInfo
+from edge_ad.artifacts import ArtifactInfo, artifact_path
 from edge_ad.bundle import require_current
 from edge_ad.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -150,7 +150,7 @@ def write_deepstream(
         if model.suffix == ".onnx":
             source = require_current(model)  # a stale export in a bundle is refused with its re-export hint
         elif precision == "int8":
-            source = model / "model.int8.onnx"
+            source = artifact_path(model, "int8")
             if not source.is_file():
                 raise ValueError(f"{model} has no model.int8.onnx: run `edge-ad export {model} --precision int8` first")
             require_current(source)

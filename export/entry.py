@@ -189,15 +189,18 @@ def export_engine(
     """`export --format engine`: build (or adopt a trtexec engine, or print the trtexec line), then verify."""
     import importlib.util
 
-    from edge_ad.export import tensorrt_builder as tb
+    from edge_ad.artifacts import sidecar_path
+    from edge_ad.export.tensorrt_builder import adopt_engine, build_engine
+    from edge_ad.export.tensorrt_options import BuildOptions, edge_ad_onnx, engine_path_for, trtexec_command
+    from edge_ad.runtimes.tensorrt_engine import TensorRTUnavailable, import_tensorrt
 
-    info = tb.edge_ad_onnx(onnx_path)  # a text/truncated/foreign ONNX is one line here, not a traceback
+    info = edge_ad_onnx(onnx_path)  # a text/truncated/foreign ONNX is one line here, not a traceback
     if head == "cuda":  # the kernel computes the max: refused for a family that declares another image score
         from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of
 
         check_cuda_postprocess(image_score_of(info.metadata, str(onnx_path)), str(onnx_path))
     dynamic = info.static_batch is None
-    options = tb.BuildOptions(
+    options = BuildOptions(
         precision=precision,
         workspace_mib=workspace_mib,
         max_batch=max_batch if dynamic else 1,
@@ -209,22 +212,22 @@ def export_engine(
     if dry_run:
         version = None
         if importlib.util.find_spec("tensorrt") is not None:
-            version = tb.import_tensorrt().__version__
-        say(tb.trtexec_command(info, options, version))
+            version = import_tensorrt().__version__
+        say(trtexec_command(info, options, version))
         if version is None:
             warn("TensorRT is not installed here: the line is for TensorRT 10.x (JetPack 6)")
-        adopt = f"--from-trtexec {tb.engine_path_for(onnx_path, precision)}"
+        adopt = f"--from-trtexec {engine_path_for(onnx_path, precision)}"
         say(f"then: edge-ad export {onnx_path} --format engine --precision {precision} {adopt}")
         return None
     try:
         if from_trtexec is not None:
-            tb.adopt_engine(onnx_path, from_trtexec, precision)
+            adopt_engine(onnx_path, from_trtexec, precision)
             engine = from_trtexec
         else:
-            engine = tb.build_engine(onnx_path, options=options)
-    except tb.TensorRTUnavailable as exc:
+            engine = build_engine(onnx_path, options=options)
+    except TensorRTUnavailable as exc:
         raise ValueError(str(exc)) from None
-    say(f"engine: {engine} (sidecar {tb.sidecar_path(engine)})")
+    say(f"engine: {engine} (sidecar {sidecar_path(engine)})")
     if verify_count > 0:
         from edge_ad.export.tensorrt_verify import verification_images, verify_engine
 

@@ -369,7 +369,7 @@ def _own_threshold(
     from edge_ad.thresholds.sets import basis_statistics, run_model
 
     with tempfile.TemporaryDirectory(prefix="edge-ad-export-") as tmp:
-        path = Path(tmp) / f"model.{precision}.onnx"
+        path = artifact_path(tmp, precision)
         path.write_bytes(proto.SerializeToString())
         outs = run_model(OnnxRuntime(path), sets.sets, f"threshold {precision}", sets.basis.sigmas or 0.0)
     try:

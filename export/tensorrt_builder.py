@@ -14,7 +14,7 @@ sidecar for an engine trtexec built. Torch-free, and free of the ``onnx`` packag
 
 The code is split by job: :mod:`~edge_ad.export.tensorrt_options` (the request, the typing decision, the
 trtexec line), :mod:`~edge_ad.runtimes.tensorrt_engine` (GPU and engine facts, reading sidecars) and this module,
-which drives the build and writes the sidecar. Callers import this module only; it re-exports the others' names.
+which drives the build and writes the sidecar.
 """
 
 from __future__ import annotations
@@ -25,15 +25,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from edge_ad.artifacts import GRAPH_HEAD_OUTPUTS, HEAD_BOUNDARY, read_sidecar, sidecar_path
+from edge_ad.artifacts import GRAPH_HEAD_OUTPUTS, HEAD_BOUNDARY, sidecar_path
 from edge_ad.bundle import file_sha256
 from edge_ad.io import atomic_write_bytes, atomic_write_json
 from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of
 from edge_ad.runtimes.tensorrt_engine import (
-    IDENTITY_SOURCES,
-    INSTALL_HINT,
-    JETSON_CC,
-    TensorRTUnavailable,
     engine_batch_range,
     engine_io,
     gpu_identity,
@@ -43,47 +39,15 @@ from edge_ad.runtimes.tensorrt_engine import (
 
 from .onnx_info import OnnxInfo
 from .tensorrt_options import (
-    HEADS,
-    INTEGER_OPS,
-    PRECISIONS,
     SIDECAR_FORMAT,
     BuildOptions,
     _batch_plan,
     edge_ad_onnx,
     engine_path_for,
-    trt_major,
-    trtexec_command,
     typing_mode,
 )
 
-__all__ = [
-    "GRAPH_HEAD_OUTPUTS",
-    "HEADS",
-    "HEAD_BOUNDARY",
-    "IDENTITY_SOURCES",
-    "INSTALL_HINT",
-    "INTEGER_OPS",
-    "JETSON_CC",
-    "PRECISIONS",
-    "SIDECAR_FORMAT",
-    "BuildOptions",
-    "TensorRTUnavailable",
-    "adopt_engine",
-    "build_engine",
-    "edge_ad_onnx",
-    "engine_batch_range",
-    "engine_io",
-    "engine_path_for",
-    "gpu_identity",
-    "import_tensorrt",
-    "layer_precisions",
-    "read_sidecar",
-    "sidecar_path",
-    "trt_major",
-    "trtexec_command",
-    "typing_mode",
-    "write_sidecar",
-]
+__all__ = ["adopt_engine", "build_engine", "write_sidecar"]
 
 def write_sidecar(
     engine_path: Path,

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_ad.artifacts import artifact_path
 from edge_ad.bundle import bundle_beside, require_current
 from edge_ad.io import atomic_write_bytes, atomic_write_text
 
@@ -184,13 +185,13 @@ def _source_onnx(model: Path, precision: str, scratch: Path) -> Path:
     if model.suffix == ".onnx":
         return require_current(model)
     if precision == "int8":
-        candidate = model / "model.int8.onnx"
+        candidate = artifact_path(model, "int8")
         if not candidate.is_file():
             raise ValueError(f"{model} has no model.int8.onnx: run `edge-ad export {model} --precision int8` first")
         return require_current(candidate)  # onnx_interface refuses it if its batch is static
     from edge_ad.export.onnx_export import export_onnx
 
-    return export_onnx(model, scratch / f"model.{precision}.onnx", precision=precision, dynamic_batch=True)
+    return export_onnx(model, artifact_path(scratch, precision), precision=precision, dynamic_batch=True)
 
 
 PYTHON_MODEL_SOURCE = '''"""Triton Python-backend model by edge-ad: runs model.onnx (beside it) in onnxruntime, CPU.

@@ -37,14 +37,8 @@ from edge_ad.calibration import (
     quantize_int8,
     unquantized_layers,
 )
-from edge_ad.calibration.graph_parts import layout_of
-from edge_ad.calibration.quantize import (
-    NUM_BINS,
-    _entropy_threshold,
-    graph_parts,
-    quantized_nodes,
-    resolve_exclude,
-)
+from edge_ad.calibration.graph_parts import graph_parts, layout_of, quantized_nodes, resolve_exclude
+from edge_ad.calibration.ranges import NUM_BINS, _entropy_threshold
 from edge_ad.calibration.report import REPORT_JSON, REPORT_MD
 from edge_ad.data.images import read_image
 from edge_ad.data.layout import test_samples, train_images

@@ -20,16 +20,8 @@ import pytest
 
 from edge_ad.postprocess.gaussian import gaussian_radius, gaussian_taps
 from edge_ad.postprocess.numpy_ops import postprocess
-from edge_ad.runtimes.cuda_postprocess import (
-    BACKENDS,
-    HPASS_BLOCK,
-    KERNEL_NAMES,
-    MAX_BLOCK,
-    VPASS_BLOCK,
-    CudaAnomalyMap,
-    available_backends,
-    kernel_source,
-)
+from edge_ad.runtimes.cuda_kernel import HPASS_BLOCK, KERNEL_NAMES, MAX_BLOCK, VPASS_BLOCK, kernel_source
+from edge_ad.runtimes.cuda_postprocess import BACKENDS, CudaAnomalyMap, available_backends
 from tests.layering import assert_runs_without
 
 SHAPES = [  # (N, h, w, H, W)
@@ -421,7 +413,7 @@ def test_launch_failure_falls_back_and_the_error_lists_every_reason(fake_cupy) -
 
 
 def test_pycuda_finds_nvcc_off_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from edge_ad.runtimes.cuda_postprocess import find_nvcc
+    from edge_ad.runtimes.cuda_kernel import find_nvcc
 
     nvcc = tmp_path / "cuda" / "bin" / "nvcc"
     nvcc.parent.mkdir(parents=True)

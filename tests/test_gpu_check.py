@@ -76,7 +76,7 @@ def test_shim_imports_the_checkout_as_installed(tmp_path: Path) -> None:
         "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in type(f).__module__]\n"
         f"sys.path.insert(0, {str(shim)!r})\n"
         "import edge_ad.export, edge_ad.benchmarks\n"
-        "from edge_ad.runtimes.cuda_postprocess import kernel_source\n"
+        "from edge_ad.runtimes.cuda_kernel import kernel_source\n"
         f"assert edge_ad.export.__path__[0].startswith({str(shim)!r}), edge_ad.export.__path__\n"
         "assert 'anomaly_map_hpass' in kernel_source()\n"
     )

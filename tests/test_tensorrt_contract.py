@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from edge_ad.artifacts import read_sidecar
 from edge_ad.export import tensorrt_builder as tb
+from edge_ad.export import tensorrt_options as to
 from edge_ad.export.onnx_info import OnnxFormatError, read_onnx_info
+from edge_ad.runtimes import tensorrt_engine as te
 from tests.fake_tensorrt import MAGIC, make_tensorrt, tiny_edge_onnx
 from tests.layering import assert_runs_without
 
@@ -144,15 +147,15 @@ def test_cuda_head_engine_stops_at_patch_scores(use_fake, tmp_path: Path) -> Non
 def test_trtexec_line_fits_static_dynamic_and_version(tmp_path: Path) -> None:
     """Defect 2: no shape flags for a static ONNX; shapes from the ONNX for a dynamic one; no --fp16 on 11."""
     static = read_onnx_info(tiny_edge_onnx(tmp_path / "model.fp32.onnx", "fp32", batch=1))
-    line = tb.trtexec_command(static, tb.BuildOptions("fp32", max_batch=8), "10.3.0")
+    line = to.trtexec_command(static, tb.BuildOptions("fp32", max_batch=8), "10.3.0")
     assert "Shapes" not in line and "--stronglyTyped" in line and "model.fp32.engine" in line
-    weak = tb.trtexec_command(static, tb.BuildOptions("fp16"), "10.3.0")
+    weak = to.trtexec_command(static, tb.BuildOptions("fp16"), "10.3.0")
     assert "--fp16" in weak and "--precisionConstraints=obey" in weak and "head/resize:fp32" in weak
     assert "--saveEngine=" + str(tmp_path / "model.fp16.engine") in weak
     with pytest.raises(ValueError, match="strongly typed networks only"):
-        tb.trtexec_command(static, tb.BuildOptions("fp16"), "11.0.0")
+        to.trtexec_command(static, tb.BuildOptions("fp16"), "11.0.0")
     dynamic = read_onnx_info(tiny_edge_onnx(tmp_path / "model.fp16.onnx", "fp16", batch="batch"))
-    line = tb.trtexec_command(dynamic, tb.BuildOptions("fp16", max_batch=8), "11.0.0")
+    line = to.trtexec_command(dynamic, tb.BuildOptions("fp16", max_batch=8), "11.0.0")
     assert "--fp16" not in line and "--minShapes=images:1x3x32x32" in line and "--maxShapes=images:8x3x32x32" in line
     assert "--optShapes=images:1x3x32x32" in line
 
@@ -172,7 +175,7 @@ def test_adopting_a_trtexec_engine_writes_its_sidecar(use_fake, tmp_path: Path) 
     engine = tmp_path / "model.fp16.engine"
     engine.write_bytes(builder.build_serialized_network(net, config))
     with pytest.raises(ValueError, match="--from-trtexec"):
-        tb.read_sidecar(engine)
+        read_sidecar(engine)
     tb.adopt_engine(onnx, engine, "fp16")
     assert sidecar(engine)["batch"] == [1, 2, 4] and sidecar(engine)["built_by"] == "trtexec"
     assert sidecar(engine)["bundle_weights_sha256"] == "ab" * 32
@@ -211,14 +214,15 @@ def test_engine_build_path_needs_neither_onnx_nor_torch(tmp_path: Path) -> None:
         "import sys; sys.modules['onnx'] = None\n"
         "from edge_ad.export import tensorrt_builder as tb\n"
         f"info = tb.edge_ad_onnx({str(path)!r})\n"
-        "assert '--stronglyTyped' in tb.trtexec_command(info, tb.BuildOptions('fp16'))\n"
+        "from edge_ad.export import tensorrt_options as to\n"
+        "assert '--stronglyTyped' in to.trtexec_command(info, tb.BuildOptions('fp16'))\n"
     )
     assert_runs_without(code, ["torch", "tensorrt"])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
 def test_without_tensorrt_the_error_says_how_to_install(tmp_path: Path) -> None:
-    with pytest.raises(tb.TensorRTUnavailable, match="JetPack"):
+    with pytest.raises(te.TensorRTUnavailable, match="JetPack"):
         tb.build_engine(tiny_edge_onnx(tmp_path / "model.fp32.onnx", "fp32"), options=tb.BuildOptions("fp32"))
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from edge_ad.artifacts import read_sidecar
 from edge_ad.export import tensorrt_builder as tb
 from edge_ad.runtimes import tensorrt_engine as te
 from edge_ad.runtimes import tensorrt_runtime as tr
@@ -254,7 +255,7 @@ def test_verification_records_the_largest_differences(fake_trt, tmp_path: Path) 
     rt = tr.TensorRTRuntime(engine, buffers=FakeBuffers())
     result = verify_engine(engine, onnx, batch, source, runtime=rt)
     assert result["within_tolerance"] and result["max_abs_map_diff"] < 1e-5
-    assert tb.read_sidecar(engine)["verification"]["images"] == source
+    assert read_sidecar(engine)["verification"]["images"] == source
     rt.predict = lambda x: (np.zeros(len(x), np.float32), np.zeros((len(x), 32, 32), np.float32))
     assert not verify_engine(engine, onnx, batch, source, runtime=rt)["within_tolerance"]
 

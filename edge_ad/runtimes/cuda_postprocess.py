@@ -47,17 +47,12 @@ import numpy as np
 from edge_ad.postprocess.gaussian import SIGMA, TRUNCATE, gaussian_taps, min_map_size
 
 from .cuda_bindings import _Backend, _CupyBackend, _probe_cupy, _probe_pycuda, _PycudaBackend
-from .cuda_kernel import HPASS_BLOCK as HPASS_BLOCK  # re-exported: callers and tests read the geometry here
-from .cuda_kernel import KERNEL_NAMES, find_nvcc, kernel_source
-from .cuda_kernel import KERNEL_RESOURCE as KERNEL_RESOURCE
-from .cuda_kernel import MAX_BLOCK as MAX_BLOCK
-from .cuda_kernel import MAX_GRID_YZ as MAX_GRID_YZ
-from .cuda_kernel import VPASS_BLOCK as VPASS_BLOCK
-from .cuda_kernel import _ceil_div as _ceil_div
-from .cuda_kernel import _launch_plan as _launch_plan
+from .cuda_kernel import (
+    kernel_source,
+)
 from .cuda_torch_binding import _probe_torch, _TorchBackend
 
-__all__ = ["BACKENDS", "KERNEL_NAMES", "CudaAnomalyMap", "available_backends", "find_nvcc", "kernel_source"]
+__all__ = ["BACKENDS", "CudaAnomalyMap", "available_backends"]
 
 BACKENDS = ("cupy", "pycuda", "torch")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import signal
 import socket
 import sys
@@ -254,7 +253,3 @@ def run_service(config: ServeConfig) -> int:
     log.info("stopped (%s)", "drained" if drained else "queue NOT drained")
     return 0 if drained else 1
 
-
-def default_token() -> str | None:
-    """The token from the environment (for systemd's EnvironmentFile), when ``--token`` is not given."""
-    return os.environ.get("EDGE_AD_TOKEN") or None
