@@ -1,9 +1,10 @@
 """edge-ad: anomaly detection trained on good parts only, deployed to NVIDIA edge hardware.
 
-The package is layered so that running an exported model never imports torch:
-``edge_ad.data`` (images, preprocessing, datasets), ``edge_ad.postprocess`` (anomaly maps),
-``edge_ad.runtimes`` (onnxruntime / TensorRT / torch backends) and ``edge_ad.detector`` (the small
-Python API) are torch-free; ``edge_ad.models``, ``edge_ad.training`` and ``edge_ad.export`` need torch.
+The package is layered so that running an exported model never imports torch: ``edge_ad.data`` (the input
+path), ``edge_ad.postprocess`` (anomaly maps), ``edge_ad.runtimes`` (onnxruntime / TensorRT / Triton backends),
+``edge_ad.artifacts`` (artifact names and metadata), ``edge_ad.detector`` (the small Python API) and
+``edge_ad.serve`` are torch-free; the families in ``edge_ad.models``, ``edge_ad.training`` and the ONNX export in
+``edge_ad.export`` need torch. ``tests/test_layering.py`` keeps the layers.
 """
 
 from __future__ import annotations
