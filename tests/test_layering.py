@@ -198,3 +198,17 @@ def test_two_packages_importing_each_other_fail_without_a_module_cycle(tmp_path:
     found = _problems_with(tmp_path, extra)
     assert found == ["packages: edge_ad.models <-> edge_ad.thresholds"]
 
+
+
+def test_the_inference_path_loads_no_torch_and_no_higher_layer() -> None:
+    """The same rule at run time (:func:`tests.layering.assert_runs_without`): importing what runs an exported model
+    loads neither torch nor export, calibration, benchmarks or the CLI."""
+    from tests.layering import assert_runs_without
+
+    code = (
+        "import edge_ad.detector, edge_ad.artifacts, edge_ad.evaluate, edge_ad.models.families\n"
+        "import edge_ad.runtimes.onnx_runtime, edge_ad.runtimes.tensorrt_runtime, edge_ad.runtimes.triton_runtime\n"
+        "import edge_ad.runtimes.scoring, edge_ad.serve.service, edge_ad.serve.worker\n"
+    )
+    forbidden = ["torch", "edge_ad.export", "edge_ad.calibration", "edge_ad.benchmarks", "edge_ad.cli"]
+    assert_runs_without(code, forbidden)
