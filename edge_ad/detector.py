@@ -219,10 +219,11 @@ class Detector:
             raise ValueError(f"{len(images)} images but {len(names)} sources")
         for img, name in zip(images, names, strict=True):
             check_frame(img, name, limits)
-        return self._score(images, names)
+        return self.score_frames(images, names)
 
-    def _score(self, images: Sequence[np.ndarray], names: Sequence[str]) -> list[Prediction]:
-        """Run the model on frames that passed the gate."""
+    def score_frames(self, images: Sequence[np.ndarray], names: Sequence[str]) -> list[Prediction]:
+        """Run the model on RGB frames that passed the input gate already (the serve worker's jobs); no check here,
+        so a frame is gated once on its way in."""
         if not images:
             return []
         crops = [self.preprocessing.geometry(img) for img in images]
@@ -259,7 +260,7 @@ class Detector:
                     readable.append((item, read_image(item, limits)))
                 except ImageError as exc:
                     results[j] = Failure(str(item), str(exc), rejected=isinstance(exc, InputRejected))
-            preds = iter(self._score([img for _, img in readable], [str(p) for p, _ in readable]))
+            preds = iter(self.score_frames([img for _, img in readable], [str(p) for p, _ in readable]))
             for j in range(len(chunk)):
                 yield results[j] if j in results else next(preds)
 

@@ -249,7 +249,7 @@ def create_app(state: ServeState) -> Starlette:
             with contextlib.suppress(RuntimeError):  # the loop is gone: the request timed out and the server stopped
                 loop.call_soon_threadsafe(resolve, record)
 
-        job = Job(image=image, source="http", name=name, on_done=on_done)
+        job = Job(image=image, source="http", name=name, on_done=on_done, gated=True)  # decode_image gated it
         if not state.worker.submit(job, block=False):
             state.metrics.rejected_busy.inc()
             return _error(

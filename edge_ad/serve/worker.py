@@ -46,6 +46,7 @@ class Job:
     source: str
     name: str
     on_done: Callable[[dict[str, Any]], None] | None = None
+    gated: bool = False  # True: the source ran the input gate on ``image`` already, so the worker does not repeat it
     id: str = field(default_factory=new_record_id)
     submitted: float = field(default_factory=time.perf_counter)
     prediction: Prediction | None = None
@@ -203,13 +204,12 @@ class InferenceWorker:
                 log.exception("inference worker: unexpected error")
 
     def _score(self, jobs: list[Job]) -> list[dict[str, Any]]:
-        """Records in job order; a frame the gate refuses fails alone, never its batch."""
-        try:
-            return self._predict(jobs)
-        except InputRejected:
-            pass  # rare: sources gate their input already; find the frame(s) and score the rest
+        """Records in job order; a frame the gate refuses fails alone, never its batch. Each frame passes the gate once:
+        at its source (``gated``), else here."""
         records: dict[int, dict[str, Any]] = {}
         for i, job in enumerate(jobs):
+            if job.gated:
+                continue
             try:
                 check_frame(job.image, job.name, self.limits)
             except InputRejected as exc:
@@ -221,13 +221,11 @@ class InferenceWorker:
         return [records[i] for i in range(len(jobs))]
 
     def _predict(self, jobs: list[Job]) -> list[dict[str, Any]]:
-        """Score gated frames through the Detector (its one preprocessing); InputRejected is left to the caller."""
+        """Score gated frames through the Detector (its one preprocessing)."""
         if not jobs:
             return []
         try:
-            preds = self.detector.predict_arrays([j.image for j in jobs], [j.name for j in jobs], limits=self.limits)
-        except InputRejected:
-            raise
+            preds = self.detector.score_frames([j.image for j in jobs], [j.name for j in jobs])
         except Exception as exc:  # a runtime failure becomes error records; the service goes on
             log.exception("inference failed for a batch of %d", len(jobs))
             message = f"inference failed: {type(exc).__name__}: {exc}".splitlines()[0]

@@ -245,7 +245,7 @@ class CaptureSource:
             if self.frames_rejected in (1, 10, 100) or self.frames_rejected % 1000 == 0:
                 log.warning("%s (%d frames refused so far)", exc, self.frames_rejected)
             return
-        job = Job(image=rgb, source=self.name, name=str(index), on_done=None)
+        job = Job(image=rgb, source=self.name, name=str(index), on_done=None, gated=True)
         assert self._worker is not None
         while not self._stop.is_set():
             if self._worker.submit(job, block=True, timeout=0.5):

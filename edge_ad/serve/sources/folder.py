@@ -246,7 +246,9 @@ class FolderSource:
         from edge_ad.serve.worker import Job
 
         assert self._worker is not None
-        job = Job(image=image, source=self.name, name=name, on_done=lambda record: self._finish(claimed, record))
+        job = Job(
+            image=image, source=self.name, name=name, on_done=lambda record: self._finish(claimed, record), gated=True
+        )
         with self._lock:
             self._in_flight.add(claimed)
         while not self._stop.is_set():
