@@ -23,7 +23,7 @@ os.environ.setdefault("EDGE_AD_QUIET", "1")
 
 from edge_ad.bench.run import machine_info, time_calls  # noqa: E402
 from edge_ad.data.layout import test_samples  # noqa: E402
-from edge_ad.evaluate import metrics_by_defect, score_samples  # noqa: E402
+from edge_ad.evaluation.evaluate import metrics_by_defect, score_samples  # noqa: E402
 from edge_ad.export.onnx_export import export_onnx, graph_flops  # noqa: E402
 from edge_ad.io import atomic_write_json  # noqa: E402
 from edge_ad.models.registry import load_model  # noqa: E402

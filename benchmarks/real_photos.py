@@ -27,9 +27,9 @@ from edge_ad.data.layout import test_samples  # noqa: E402
 from edge_ad.data.preprocess import Preprocessing  # noqa: E402
 from edge_ad.datasets.photos import CROP, DEFECTS, PHOTO_CATEGORIES, SPLITS, make_photo_dataset  # noqa: E402
 from edge_ad.detector import Detector  # noqa: E402
-from edge_ad.evaluate import metrics_by_defect, score_samples  # noqa: E402
+from edge_ad.evaluation.evaluate import metrics_by_defect, score_samples  # noqa: E402
+from edge_ad.evaluation.metrics import auroc  # noqa: E402
 from edge_ad.io import atomic_write_json  # noqa: E402
-from edge_ad.metrics import auroc  # noqa: E402
 from edge_ad.models.nsa.trainer import NSA_CPU_DEMO, NSA_CPU_DEMO_MODEL, train_nsa_bundle  # noqa: E402
 from edge_ad.models.registry import load_model  # noqa: E402
 from edge_ad.models.simplenet.family import DEMO_EPOCHS  # noqa: E402

@@ -40,8 +40,8 @@ from edge_ad.data.images import read_image, read_mask  # noqa: E402
 from edge_ad.data.layout import test_samples, train_images  # noqa: E402
 from edge_ad.data.preprocess import Preprocessing  # noqa: E402
 from edge_ad.datasets.photos import PHOTO_CATEGORIES, SPLITS, make_photo_dataset  # noqa: E402
+from edge_ad.evaluation.metrics import auroc, pixel_auroc  # noqa: E402
 from edge_ad.io import atomic_write_json  # noqa: E402
-from edge_ad.metrics import auroc, pixel_auroc  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "real_photos_baselines.json"
 SCALES = (1.5, 3.0, 6.0)

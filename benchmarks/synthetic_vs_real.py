@@ -31,9 +31,9 @@ from edge_ad.bench.run import machine_info  # noqa: E402
 from edge_ad.data.images import read_image  # noqa: E402
 from edge_ad.data.layout import resolve_category, test_samples  # noqa: E402
 from edge_ad.data.preprocess import Preprocessing  # noqa: E402
-from edge_ad.evaluate import sample_mask  # noqa: E402
+from edge_ad.evaluation.evaluate import sample_mask  # noqa: E402
+from edge_ad.evaluation.metrics import auroc, pixel_auroc  # noqa: E402
 from edge_ad.io import atomic_write_json  # noqa: E402
-from edge_ad.metrics import auroc, pixel_auroc  # noqa: E402
 
 METRICS = ("image", "pixel")
 RESULTS = Path(__file__).resolve().parent / "results" / "synthetic_vs_real.json"

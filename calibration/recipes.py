@@ -25,7 +25,7 @@ from typing import Any
 
 from edge_ad.bundle import CONFIG_NAME, read_bundle
 from edge_ad.data.layout import Sample, test_samples
-from edge_ad.evaluate import Scored, metrics_by_defect, score_samples
+from edge_ad.evaluation.evaluate import Scored, metrics_by_defect, score_samples
 from edge_ad.runtimes.onnx_runtime import OnnxRuntime
 from edge_ad.thresholds.basis import threshold_basis
 from edge_ad.thresholds.sets import (

@@ -185,7 +185,7 @@ def write_report(
 ) -> dict[str, Any]:
     """Write ``calibration_report.json`` and ``calibration_report.md`` into ``out_dir``; returns the report.
 
-    ``fp32_metrics``/``int8_metrics``: :func:`edge_ad.evaluate.metrics_by_defect` output ("overall" and one
+    ``fp32_metrics``/``int8_metrics``: :func:`edge_ad.evaluation.evaluate.metrics_by_defect` output ("overall" and one
     entry per defect type) on the labelled ``--eval-data`` set, or None for both when no labels were used.
     ``calibration``: :meth:`CalibrationReader.describe`. ``selection``: :meth:`~.selection.ImageSet.describe` of
     the images the recipe was chosen on (its ``summary`` names them: "held-out good images, N, no labels" or

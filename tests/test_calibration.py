@@ -43,7 +43,7 @@ from edge_ad.calibration.report import REPORT_JSON, REPORT_MD
 from edge_ad.data.images import read_image
 from edge_ad.data.layout import test_samples, train_images
 from edge_ad.data.preprocess import Preprocessing
-from edge_ad.evaluate import metrics_by_defect, score_samples
+from edge_ad.evaluation.evaluate import metrics_by_defect, score_samples
 from edge_ad.onnx_tools.op_check import check_ops
 from edge_ad.runtimes.onnx_runtime import OnnxRuntime
 
@@ -286,7 +286,7 @@ def unlabelled_run(bundle: Path, fp32_path: Path, tiny_demo: Path, tmp_path_fact
     """calibrate() with its defaults on a dataset without test/, counting image reads, sessions and progress bars."""
     import edge_ad.calibration.calibration_data as calibration_data
     import edge_ad.data.images as images
-    import edge_ad.evaluate as evaluate
+    import edge_ad.evaluation.evaluate as evaluate
     import edge_ad.thresholds.sets as selection
 
     copy = _bundle_without_labels(bundle, tiny_demo, tmp_path_factory.mktemp("unlabelled"))
@@ -384,7 +384,7 @@ def test_int8_recipe_is_chosen_on_the_synthetic_validation_set(
     bundle: Path, fp32_path: Path, tiny_demo: Path, tmp_path: Path
 ) -> None:
     """A bundle that describes a synthetic validation set has its recipe chosen there; the report names the split."""
-    from edge_ad.metrics import auroc
+    from edge_ad.evaluation.metrics import auroc
     from edge_ad.synthesis.params import params_for
     from edge_ad.synthesis.validation import build_validation_set, rebuild_validation_set
     from edge_ad.thresholds.rules import image_score_threshold

@@ -47,7 +47,7 @@ def test_demo_reaches_its_floor_and_int8_keeps_it(tmp_path: Path) -> None:
 
     # INT8 exactly as `edge-ad export --precision int8` makes it by default: the recipe is chosen without labels on the
     # held-out good images; only afterwards is the chosen model evaluated on the labelled test split.
-    from edge_ad.evaluate import evaluate_model
+    from edge_ad.evaluation.evaluate import evaluate_model
     from edge_ad.export import export
 
     int8 = export(bundle, "onnx", "int8").report
@@ -65,7 +65,7 @@ def test_nsa_demo_reaches_its_floor_and_untrained_weights_do_not(tmp_path: Path)
     import torch
 
     from edge_ad.datasets.demo import DEFAULT_DEMO_CATEGORY
-    from edge_ad.evaluate import evaluate_model
+    from edge_ad.evaluation.evaluate import evaluate_model
     from edge_ad.models.registry import load_model
     from edge_ad.training.finish import save_model
 

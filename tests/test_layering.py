@@ -206,7 +206,7 @@ def test_the_inference_path_loads_no_torch_and_no_higher_layer() -> None:
     from tests.layering import assert_runs_without
 
     code = (
-        "import edge_ad.detector, edge_ad.artifacts, edge_ad.evaluate, edge_ad.models.families\n"
+        "import edge_ad.detector, edge_ad.artifacts, edge_ad.evaluation.evaluate, edge_ad.models.families\n"
         "import edge_ad.runtimes.onnx_runtime, edge_ad.runtimes.tensorrt_runtime, edge_ad.runtimes.triton_runtime\n"
         "import edge_ad.runtimes.scoring, edge_ad.serve.service, edge_ad.serve.worker\n"
     )

@@ -1,4 +1,4 @@
-"""edge_ad.metrics against scikit-learn and a slow, direct AUPRO reference (scipy labelling)."""
+"""edge_ad.evaluation.metrics against scikit-learn and a slow, direct AUPRO reference (scipy labelling)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import f1_score, roc_auc_score
 
-from edge_ad.metrics import aupro, auroc, f1_max, image_and_pixel_metrics, pixel_auroc
+from edge_ad.evaluation.metrics import aupro, auroc, f1_max, image_and_pixel_metrics, pixel_auroc
 
 # --------------------------------------------------------------------------------------------------
 # helpers

@@ -165,7 +165,7 @@ def test_a_stub_family_trains_evaluates_exports_and_serves(
     pytest.importorskip("starlette")
     from edge_ad.cli.main import app
     from edge_ad.detector import Detector
-    from edge_ad.evaluate import evaluate_model
+    from edge_ad.evaluation.evaluate import evaluate_model
     from edge_ad.export import export
     from edge_ad.postprocess.image_score import HeadDeclaration
     from edge_ad.serve.service import ServeConfig, build_service

@@ -343,7 +343,7 @@ def _bench_runtime(
     sync = _cuda_sync(device, backend)
     metrics: dict[str, float] = {}  # accuracy does not depend on the batch size: measured once per runtime
     if plan.data is not None and plan.info is not None and (Path(plan.data) / "test").exists():
-        from edge_ad.evaluate import evaluate
+        from edge_ad.evaluation.evaluate import evaluate
 
         overall = evaluate(runtime, Path(plan.data), preprocessing)["overall"]
         metrics = {k: round(v, 4) for k, v in overall.items() if k in ("image_auroc", "pixel_auroc")}

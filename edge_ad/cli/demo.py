@@ -60,7 +60,7 @@ def run_demo(
 
     ``epochs`` None takes the family's demo schedule. The report is also written to the bundle's ``eval.json``.
     """
-    from edge_ad.evaluate import evaluate_model
+    from edge_ad.evaluation.evaluate import evaluate_model
 
     recipe = demo_recipe(model)
     root = Path(root)

@@ -145,7 +145,7 @@ def eval_cmd(
     json_out: Path = typer.Option(None, "--json", help="Report path (default: MODEL/eval.json for bundles)."),
 ) -> None:
     """Image AUROC, pixel AUROC, AUPRO and F1-max, overall and per defect type."""
-    from edge_ad.evaluate import evaluate_model
+    from edge_ad.evaluation.evaluate import evaluate_model
 
     report = evaluate_model(model, data, category, backend=backend, device=device, precision=precision)
     out.print(metrics_table(f"{report['data']} ({report['backend']} {report['precision']})", report["metrics"]))

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_ad.metrics import auroc, pixel_auroc
+from edge_ad.evaluation.metrics import auroc, pixel_auroc
 from edge_ad.synthesis.generator import NsaGenerator
 from edge_ad.synthesis.params import NsaParams
 from edge_ad.synthesis.sets import synthetic_set

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_ad.metrics import f1_max
+from edge_ad.evaluation.metrics import f1_max
 
 __all__ = [
     "DEFAULT_RULE",
@@ -78,10 +78,10 @@ def image_score_threshold(scores: np.ndarray, sigmas: float) -> dict[str, Any]:
 def synthetic_f1_threshold(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
     """The threshold with the best F1 on a synthetic validation set (labels: 0 good, 1 synthetic anomaly).
 
-    :func:`edge_ad.metrics.f1_max` flags ``score >= t``, a verdict flags ``score > threshold``; so the stored value
-    lies halfway between ``t`` and the next lower score of the set, which makes both flag the same images and keeps
-    a margin on either side. ``good_flagged`` counts the good images it calls anomalous: all of them means the model
-    does not separate these anomalies from good images (F1 of flagging everything is ``2p / (1 + p)``, high when
+    :func:`~edge_ad.evaluation.metrics.f1_max` flags ``score >= t``, a verdict flags ``score > threshold``; so the
+    stored value lies halfway between ``t`` and the next lower score of the set, which makes both flag the same images
+    and keeps a margin on either side. ``good_flagged`` counts the good images it calls anomalous: all of them means the
+    model does not separate these anomalies from good images (F1 of flagging everything is ``2p / (1 + p)``, high when
     anomalies outnumber good images), and the caller should refuse the value. Raises ``ValueError`` without both
     classes.
     """

@@ -30,8 +30,8 @@ from edge_ad.bundle import BundleInfo
 from edge_ad.data.images import ImageError, read_image
 from edge_ad.data.layout import Sample, test_samples
 from edge_ad.data.preprocess import Preprocessing
-from edge_ad.evaluate import Scored, metrics_by_defect, sample_mask
-from edge_ad.metrics import auroc, pixel_auroc
+from edge_ad.evaluation.evaluate import Scored, metrics_by_defect, sample_mask
+from edge_ad.evaluation.metrics import auroc, pixel_auroc
 from edge_ad.progress import progress_bar
 from edge_ad.runtimes.base import Runtime
 from edge_ad.runtimes.scoring import score_batches

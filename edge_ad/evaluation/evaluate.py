@@ -15,7 +15,7 @@ import numpy as np
 from edge_ad.data.images import read_image, read_mask
 from edge_ad.data.layout import Sample, resolve_category, test_samples
 from edge_ad.data.preprocess import Preprocessing
-from edge_ad.metrics import image_and_pixel_metrics
+from edge_ad.evaluation.metrics import image_and_pixel_metrics
 from edge_ad.progress import progress_bar
 from edge_ad.runtimes.base import Runtime
 from edge_ad.runtimes.scoring import score_batches
