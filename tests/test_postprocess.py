@@ -375,3 +375,12 @@ def test_torch_smooth_matches_scipy_at_full_size(size: tuple[int, int]) -> None:
     assert _rel_range(smoothed, gaussian_smooth(maps)) <= HEAD_TOLERANCE
     with pytest.raises(ValueError, match="at least 17"):
         AnomalyMapHead(size).smooth(torch.zeros(1, 1, 16, 32))
+
+
+def test_empty_batch_gives_empty_outputs() -> None:
+    for image_score in ("max", "mean"):
+        score, amap = postprocess(np.zeros((0, 28, 28), np.float32), (224, 224), image_score=image_score)
+        assert score.shape == (0,) and amap.shape == (0, 224, 224) and amap.dtype == np.float32
+    with torch.no_grad():
+        t_score, t_map = AnomalyMapHead((224, 224))(torch.zeros(0, 1, 28, 28))
+    assert t_score.shape == (0,) and t_map.shape == (0, 224, 224)
