@@ -7,10 +7,13 @@ each stage per round, the order rotating, so a shared machine's load hits every 
 * ``preprocess``: the bundle's :class:`~edge_ad.data.preprocess.Preprocessing` of the decoded images;
 * ``graph_to_patch_scores``: onnxruntime on the graph cut at ``patch_scores`` (backbone, aggregation,
   discriminator: :func:`onnx.utils.extract_model`);
-* ``graph_full``: onnxruntime on the whole graph (what ``OnnxRuntime.predict`` runs); ``in_graph_head`` is the
-  difference of the two graph stages (the head's MatMuls, ReduceMax; can read negative within noise);
+* ``in_graph_head``: onnxruntime on the graph's head alone, cut from ``patch_scores`` to the outputs (the head's
+  MatMuls and ReduceMax, as they run inside the exported graph);
+* ``graph_full``: onnxruntime on the whole graph (what ``OnnxRuntime.predict`` runs);
 * ``numpy_head``: :func:`edge_ad.postprocess.numpy_ops.postprocess` on the patch map, as ``edge-ad bench``'s post
-  column times it (the head the graph declares, in numpy, off the graph);
+  column times it (the head the graph declares, in numpy, off the graph), with numpy's BLAS threads as they are,
+  and ``numpy_head_1_blas_thread`` the same limited to one BLAS thread (threadpoolctl): on a busy 2-core machine a
+  multi-threaded BLAS call this small waits for a second core (milliseconds), one thread does not;
 * ``end_to_end``: decode + preprocess + the whole graph.
 
 Figures are ms per image from the median call, plus the share of ``end_to_end``; with the GFLOP per image of the
@@ -73,9 +76,13 @@ def profile(bundle: Path, images: Path, batches: list[int], rounds: int, threads
     if len(files) < max(batches):
         files = (files * max(batches))[: max(batches)]
     with tempfile.TemporaryDirectory() as tmp:
-        cut = Path(tmp) / "to_patch_scores.onnx"
+        cut, head_cut = Path(tmp) / "to_patch_scores.onnx", Path(tmp) / "head.onnx"
         onnx.utils.extract_model(str(model_path), str(cut), ["images"], ["patch_scores"])
-        full, trunk = _session(model_path, threads), _session(cut, threads)
+        onnx.utils.extract_model(str(model_path), str(head_cut), ["patch_scores"], ["image_score", "anomaly_map"])
+        full, trunk, head_graph = (_session(p, threads) for p in (model_path, cut, head_cut))
+        from threadpoolctl import ThreadpoolController
+
+        blas = ThreadpoolController()
         pre = info.preprocessing
         size = pre.image_size
         rows = []
@@ -83,27 +90,33 @@ def profile(bundle: Path, images: Path, batches: list[int], rounds: int, threads
             batch_files = files[:b]
             decoded = [read_image(f) for f in batch_files]
             x = pre.batch(decoded)
-            patch = trunk.run(["patch_scores"], {"images": x})[0][:, 0]
+            patch4 = trunk.run(["patch_scores"], {"images": x})[0]
+            patch = patch4[:, 0]
             stages = {
                 "decode": lambda fs=batch_files: [read_image(f) for f in fs],
                 "preprocess": lambda d=decoded: pre.batch(d),
                 "graph_to_patch_scores": lambda x=x: trunk.run(["patch_scores"], {"images": x}),
+                "in_graph_head": lambda p=patch4: head_graph.run(None, {"patch_scores": p}),
                 "graph_full": lambda x=x: full.run(None, {"images": x}),
                 "numpy_head": lambda p=patch: postprocess(
                     p, (size, size), sigma=head.smoothing_sigma, image_score=head.image_score
                 ),
                 "end_to_end": lambda fs=batch_files: full.run(None, {"images": pre.batch([read_image(f) for f in fs])}),
             }
+
+            def one_thread_head(p: Any = patch, numpy_head: Callable[..., Any] = stages["numpy_head"]) -> Any:
+                with blas.limit(limits=1, user_api="blas"):
+                    return numpy_head(p)
+
+            stages["numpy_head_1_blas_thread"] = one_thread_head
             seconds = _interleaved(stages, rounds)
             ms = {k: v * 1e3 / b for k, v in seconds.items()}
-            ms["in_graph_head"] = ms["graph_full"] - ms["graph_to_patch_scores"]
             rows.append(
                 {
                     "batch": b,
                     "ms_per_image": {k: round(v, 3) for k, v in ms.items()},
                     "share_of_end_to_end": {
-                        k: round(ms[k] / ms["end_to_end"], 4)
-                        for k in ("decode", "preprocess", "graph_to_patch_scores", "in_graph_head", "numpy_head")
+                        k: round(ms[k] / ms["end_to_end"], 4) for k in ms if k not in ("graph_full", "end_to_end")
                     },
                     "end_to_end_images_per_s": round(1e3 / ms["end_to_end"], 2),
                     "patch_map": list(patch.shape[1:]),
