@@ -37,7 +37,7 @@ names are in brackets):
   pair makes redundant, which is only exact for asymmetric (uint8) ranges starting at 0; TensorRT fuses
   ReLUs anyway.
 * **The post-processing head stays float, always**: every node that depends on ``patch_scores`` (SimpleNet:
-  the bilinear resize of the patch map, the two 33-tap Gaussian convolutions and the ReduceMax; NSA: the mean
+  the bilinear resize and 33-tap Gaussian of the patch map, two MatMuls, and the ReduceMax; NSA: the mean
   and the optional smoothing) is excluded by every recipe, and the result is checked: no Q/DQ output feeds the
   head and ``patch_scores`` is not rounded.
 

@@ -10,8 +10,8 @@ based exporter is tried before giving up.
 FP16: the fp32 ONNX graph is converted (:func:`convert_network_to_fp16`, no extra dependency): the network
 part (backbone, patch aggregation, fused adapter/discriminator -- every node the ``patch_scores`` output
 does not depend on) gets float16 weights and compute, with an explicit Cast of ``images`` to float16 at its
-entrance and of the patch scores back to float32 at its exit; the post-processing head (bilinear resize of
-the patch map, the two Gaussian convolutions, ReduceMax) stays float32. That is the torch runtime's fp16
+entrance and of the patch scores back to float32 at its exit; the post-processing head (bilinear resize and
+Gaussian of the patch map as two MatMuls, ReduceMax) stays float32. That is the torch runtime's fp16
 precision split; the graph's input and its three outputs are float32 either way. Converting the ONNX graph
 rather than tracing a ``.half()`` torch module keeps the export fast on CPU, where torch's float16
 convolutions are very slow, and folds BatchNorm in float32 before rounding.
@@ -145,7 +145,7 @@ def convert_network_to_fp16(proto: onnx.ModelProto, boundary: str = "patch_score
     """FP16 copy of an exported fp32 graph: the network in float16, post-processing and I/O in float32.
 
     The network is every node ``boundary`` does not depend on (backbone, aggregation, fused discriminator);
-    the head is every node that depends on it (resize, Gaussian convolutions, ReduceMax). Network float32
+    the head is every node that depends on it (resize + Gaussian MatMuls, ReduceMax). Network float32
     weights and constants become float16 (Resize/Upsample scales and roi stay float32, as ONNX requires), a
     Cast to float16 follows the graph input and a Cast back to float32 produces ``boundary``. Raises
     :class:`ExportError` for weights outside float16's range.

@@ -105,3 +105,29 @@ def test_bench_command_prints_an_error_row_in_full(tiny_bundle: Path, tmp_path: 
     assert result.exit_code == 0, result.output
     (row,) = json.loads(out.read_text())["rows"]
     assert row["error"] and " ".join(row["error"].split()) in " ".join(result.output.split())
+
+
+def test_rows_give_the_gflop_of_the_graph_they_run(tiny_bundle: Path, tmp_path: Path) -> None:
+    """GFLOP per image comes from the ONNX a row runs (counted by onnx_graph.graph_flops): an ONNX target, or a
+    bundle's exported graph for every row on the bundle; '-' in the table where there is none to count."""
+    pytest.importorskip("onnx")
+    from edge_ad.export.onnx_export import export_onnx
+    from edge_ad.export.onnx_graph import graph_flops
+
+    path = export_onnx(tiny_bundle, tmp_path / "model.fp32.onnx", verify=False, dynamic_batch=True)
+    expected = round(graph_flops(path)["total"] / 1e9, 4)
+    assert expected > 0.1  # WideResNet50 to layer3 at 64x64: ~1.6 GFLOP
+    report = run_bench(path, backends=["onnxruntime"], batches=[1], warmup=0, iters=1, reference=False)
+    (row,) = report["rows"]
+    assert row["error"] is None and row["gflop_per_image"] == expected
+    assert report["flops"]["total"] == pytest.approx(expected * 1e9, rel=1e-3)
+    table, _ = bench_table(report)
+    headers = [c.header for c in table.columns]
+    assert table.columns[headers.index("GFLOP/img")]._cells == [f"{expected:.3g}"]
+
+    # a bundle without an exported graph: nothing to count, the row says so ("-"), the run goes on
+    report = run_bench(tiny_bundle, backends=["torch"], batches=[1], warmup=0, iters=1, reference=False)
+    (row,) = report["rows"]
+    if not (tiny_bundle / "model.fp32.onnx").exists():
+        assert row["gflop_per_image"] is None and report["flops"] is None
+        assert bench_table(report)[0].columns[headers.index("GFLOP/img")]._cells == ["-"]

@@ -153,7 +153,7 @@ def test_int8_model_is_valid_qdq_with_a_float_head(int8_path: Path, fp32_path: P
     # the post-processing head (everything after patch_scores) reads no Q/DQ output; patch_scores is float
     parts = graph_parts(model)
     head = {name for name, part in parts.items() if part == "head"}
-    assert {"/head/Conv", "/head/Conv_1", "/head/ReduceMax", "/head/Resize"} <= head
+    assert {"/head/MatMul", "/head/MatMul_1", "/head/ReduceMax"} <= head  # resize + Gaussian as two MatMuls
     qdq_out = {o for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") for o in n.output}
     assert not any(set(n.input) & qdq_out for n in model.graph.node if n.name in head)
     assert "patch_scores" not in qdq_out
@@ -177,7 +177,7 @@ def test_int8_model_is_valid_qdq_with_a_float_head(int8_path: Path, fp32_path: P
                 assert node.input[2] in inits and inits[node.input[2]].dtype == np.float32
 
     left = unquantized_layers(model)
-    assert left["score"] == ["/out/Conv"] and sorted(left["head"]) == ["/head/Conv", "/head/Conv_1"]
+    assert left["score"] == ["/out/Conv"] and sorted(left["head"]) == ["/head/MatMul", "/head/MatMul_1"]
     assert "backbone" not in left and "discriminator" not in left
 
 
@@ -204,11 +204,11 @@ def test_recipes_name_parts_of_the_exported_graph(calibration) -> None:
     previous: frozenset[str] = frozenset()
     for name in layout.recipes:  # each recipe keeps strictly more in float than the one before
         nodes = resolve_exclude(model, name).nodes
-        assert previous < nodes and "/head/Conv" in nodes
+        assert previous < nodes and "/head/MatMul" in nodes
         previous = nodes
     assert "/backbone/layer3/layer3.5/conv3/Conv" not in previous  # backbone_only quantizes the trunk
     custom = resolve_exclude(model, ["/backbone/layer1/*"])
-    assert "/backbone/layer1/layer1.0/conv1/Conv" in custom.nodes and "/head/Conv" in custom.nodes
+    assert "/backbone/layer1/layer1.0/conv1/Conv" in custom.nodes and "/head/MatMul" in custom.nodes
     with pytest.raises(ValueError, match="unknown INT8 recipe"):
         resolve_exclude(model, "everything")
     with pytest.raises(ValueError, match="matches no node"):

@@ -175,9 +175,13 @@ def test_fp16_export_runs_and_agrees_with_fp32(fp16_path: Path, fp32_path: Path,
         assert value.type.tensor_type.elem_type == TensorProto.FLOAT  # I/O stay float32
     dtypes = Counter(t.data_type for t in model.graph.initializer)
     assert dtypes[TensorProto.FLOAT16] > dtypes[TensorProto.FLOAT]  # the network's weights are fp16
-    # The post-processing head stays float32: the Gaussian taps are float32 initializers.
-    taps = [t for t in model.graph.initializer if sorted(t.dims) == [1, 1, 1, 33]]
-    assert len(taps) == 2 and all(t.data_type == TensorProto.FLOAT for t in taps)
+    # The post-processing head stays float32: its resize + Gaussian matrices ([64, 8] and [8, 64]) are float32.
+    constants = {t.name: t for t in model.graph.initializer}
+    constants.update({n.output[0]: n.attribute[0].t for n in model.graph.node if n.op_type == "Constant"})
+    head = [n for n in model.graph.node if n.name.startswith("/head/") and n.op_type == "MatMul"]
+    matrices = [constants[name] for n in head for name in n.input if name in constants]
+    assert sorted(tuple(t.dims) for t in matrices) == [(8, 64), (64, 8)]
+    assert all(t.data_type == TensorProto.FLOAT for t in matrices)
     assert os.path.getsize(fp16_path) < 0.6 * os.path.getsize(fp32_path)
 
     rt16 = OnnxRuntime(fp16_path)

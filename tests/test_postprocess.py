@@ -206,6 +206,7 @@ def test_too_small_maps_are_rejected() -> None:
 # --- ONNX ---------------------------------------------------------------------------------------------------
 
 ONNX_OPS = {
+    "MatMul",  # the head's resize + Gaussian as two matrix products (numpy_ops.head_matrix)
     "Resize",
     "Slice",
     "Concat",
@@ -260,3 +261,126 @@ def test_numpy_postprocess_imports_neither_torch_nor_scipy() -> None:
         "edge_ad.postprocess.numpy_ops.postprocess(np.zeros((1, 4, 4), np.float32), (32, 32))\n"
     )
     assert_runs_without(code, ["torch", "scipy"])
+
+
+# --- the matrix head against the step-by-step head it replaced ------------------------------------------------
+
+# The head's stated tolerance: its maps equal the step-by-step form (bilinear resize, then the 33-tap Gaussian,
+# float64 accumulation) within 1e-5 of the map's range (max - min). Measured: 1e-7 to 6e-7 (float32 products).
+HEAD_TOLERANCE = 1e-5
+
+
+def _step_by_step(patch: np.ndarray, size: tuple[int, int], sigma: float, image_score: str) -> tuple:
+    """The head as it was computed before the matrices: resize, then smooth (float64 throughout), then score."""
+    resized = resize_bilinear(patch.astype(np.float64), size)
+    amap = resized if sigma == 0 else gaussian_smooth(resized, sigma)
+    flat = patch.reshape(len(patch), -1).astype(np.float64)
+    return (flat.max(axis=1) if image_score == "max" else flat.mean(axis=1)), amap
+
+
+def _rel_range(actual: np.ndarray, expected: np.ndarray) -> float:
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape
+    return float(np.abs(actual - expected).max() / max(float(expected.max() - expected.min()), 1e-12))
+
+
+@pytest.mark.parametrize("sigma", [0.0, 2.5, 4.0])
+@pytest.mark.parametrize("image_score", ["max", "mean"])
+@pytest.mark.parametrize(
+    ("patch_hw", "out_hw"),
+    [((28, 28), (224, 224)), ((8, 8), (64, 64)), ((9, 7), (40, 17)), ((14, 20), (112, 160)), ((64, 48), (64, 48))],
+)
+def test_matrix_head_equals_step_by_step_head(
+    patch_hw: tuple[int, int], out_hw: tuple[int, int], sigma: float, image_score: str
+) -> None:
+    patch = _random_maps((3, *patch_hw), seed=sum(patch_hw) + int(sigma * 10))
+    patch[1] *= 40.0  # scores of another scale in the same batch
+    score, amap = postprocess(patch, out_hw, sigma=sigma, image_score=image_score)
+    ref_score, ref_map = _step_by_step(patch, out_hw, sigma, image_score)
+    assert score.dtype == amap.dtype == np.float32 and amap.shape == (3, *out_hw)
+    np.testing.assert_allclose(score, ref_score, rtol=1e-6)  # the raw map's max / mean, untouched
+    for i in range(3):  # per image: each map is held to its own range
+        assert _rel_range(amap[i], ref_map[i]) <= HEAD_TOLERANCE
+    # and the scores and maps of the old and new head rank images alike
+    assert np.argsort(score).tolist() == np.argsort(ref_score).tolist()
+    assert (
+        np.argsort(amap.reshape(3, -1).max(axis=1)).tolist() == np.argsort(ref_map.reshape(3, -1).max(axis=1)).tolist()
+    )
+
+
+def test_matrix_head_is_not_the_unsmoothed_or_mirrored_map() -> None:
+    """The test above can fail: the resize alone, or scipy's "mirror" boundary, is far outside the tolerance."""
+    patch = _random_maps((2, 28, 28), seed=21)
+    _, amap = postprocess(patch, (224, 224))
+    resized = resize_bilinear(patch, (224, 224))
+    assert _rel_range(amap, resized) > 1e3 * HEAD_TOLERANCE
+    mirror = _scipy_smooth(resized, mode="mirror")
+    assert _rel_range(amap, mirror) > 10 * HEAD_TOLERANCE
+    assert _rel_range(amap, _scipy_smooth(resized)) <= HEAD_TOLERANCE
+
+
+def test_head_matrix_is_gaussian_after_resize() -> None:
+    from edge_ad.postprocess.numpy_ops import head_matrix, smoothing_matrix
+
+    for n_in, n_out, sigma in [(28, 224, 4.0), (7, 40, 2.5), (9, 17, 4.0), (20, 20, 2.5)]:
+        matrix = head_matrix(n_in, n_out, sigma)
+        assert matrix.shape == (n_out, n_in) and not matrix.flags.writeable
+        np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-12)  # a weighted average per output pixel
+        assert (matrix >= 0).all()
+        np.testing.assert_allclose(matrix, smoothing_matrix(n_out, sigma) @ resize_matrix(n_in, n_out), atol=1e-15)
+        # the smoothing matrix's columns are the Gaussian of a unit impulse, scipy's "reflect" boundary included
+        impulses = np.eye(n_out)[None]
+        expected = ndi.gaussian_filter1d(impulses[0], sigma, axis=0, mode="reflect", truncate=TRUNCATE)
+        np.testing.assert_allclose(smoothing_matrix(n_out, sigma), expected, atol=1e-12)
+    np.testing.assert_array_equal(head_matrix(28, 224, 0.0), resize_matrix(28, 224))
+    np.testing.assert_array_equal(head_matrix(224, 224, 4.0), smoothing_matrix(224, 4.0))  # resize 1:1 is identity
+    assert head_matrix(28, 224, 4.0, dtype="float32").dtype == np.float32
+    with pytest.raises(ValueError, match="at least 17"):
+        smoothing_matrix(16, 4.0)
+
+
+def test_matrix_head_keeps_float64_input_in_float64() -> None:
+    patch = _random_maps((2, 9, 7), seed=4).astype(np.float64)
+    score, amap = postprocess(patch, (40, 17), sigma=2.5)
+    assert score.dtype == amap.dtype == np.float64
+    assert _rel_range(amap, _step_by_step(patch, (40, 17), 2.5, "max")[1]) <= 1e-12
+
+
+@pytest.mark.parametrize("sigma", [2.5, 4.0])
+@pytest.mark.parametrize(("patch_hw", "out_hw"), [((28, 28), (224, 224)), ((9, 7), (40, 17)), ((14, 20), (112, 160))])
+def test_numpy_and_torch_heads_agree(patch_hw: tuple[int, int], out_hw: tuple[int, int], sigma: float) -> None:
+    patch = _random_maps((3, *patch_hw), seed=31)
+    score, amap = postprocess(patch, out_hw, sigma=sigma)
+    head = AnomalyMapHead(out_hw, sigma=sigma).eval()
+    with torch.no_grad():
+        t_score, t_map = head(torch.from_numpy(patch)[:, None])
+        t_map_again = head(torch.from_numpy(patch[:1]))[1]  # [N, h, w] input, cached matrices, another batch
+    np.testing.assert_array_equal(t_score.numpy(), score)
+    assert _rel_range(t_map.numpy(), amap) <= HEAD_TOLERANCE
+    np.testing.assert_allclose(t_map_again.numpy(), t_map.numpy()[:1], rtol=0, atol=1e-6 * np.abs(amap).max())
+    assert _rel_range(t_map.numpy(), _step_by_step(patch, out_hw, sigma, "max")[1]) <= HEAD_TOLERANCE
+    with torch.no_grad():  # float64 in, float64 matrices
+        t64 = head(torch.from_numpy(patch.astype(np.float64))[:, None])[1]
+    assert t64.dtype == torch.float64
+    assert _rel_range(t64.numpy(), _step_by_step(patch, out_hw, sigma, "max")[1]) <= 1e-12
+
+
+@pytest.mark.parametrize("size", [(17, 17), (64, 48), (224, 224)])
+def test_torch_smooth_matches_scipy_at_full_size(size: tuple[int, int]) -> None:
+    """NSA's head smooths its full-size map with ``AnomalyMapHead.smooth``: the Gaussian alone, scipy "reflect"."""
+    maps = _random_maps((2, *size), seed=41)
+    with torch.no_grad():
+        smoothed = AnomalyMapHead(size).smooth(torch.from_numpy(maps)[:, None])[:, 0].numpy()
+    assert _rel_range(smoothed, _scipy_smooth(maps)) <= HEAD_TOLERANCE
+    assert _rel_range(smoothed, gaussian_smooth(maps)) <= HEAD_TOLERANCE
+    with pytest.raises(ValueError, match="at least 17"):
+        AnomalyMapHead(size).smooth(torch.zeros(1, 1, 16, 32))
+
+
+def test_empty_batch_gives_empty_outputs() -> None:
+    for image_score in ("max", "mean"):
+        score, amap = postprocess(np.zeros((0, 28, 28), np.float32), (224, 224), image_score=image_score)
+        assert score.shape == (0,) and amap.shape == (0, 224, 224) and amap.dtype == np.float32
+    with torch.no_grad():
+        t_score, t_map = AnomalyMapHead((224, 224))(torch.zeros(0, 1, 28, 28))
+    assert t_score.shape == (0,) and t_map.shape == (0, 224, 224)

@@ -5,7 +5,8 @@ the paper's 77 FPS (RTX 3080 Ti) and to the reference baseline (the authors' inf
 same run on the same device), peak host and device memory. Stages are timed separately: preprocessing,
 network (the runtime's ``predict``, which includes the in-graph post-processing), post-processing alone (the
 numpy form of the head the graph declares -- image score max or mean, its smoothing sigma -- on the runtime's own
-patch map, for scale), and end to end from image files (decode + preprocess + predict).
+patch map, for scale), and end to end from image files (decode + preprocess + predict). Each row also gives the
+GFLOP per image of the graph it runs, counted from its ONNX (torch-free; "-" where there is no ONNX to count).
 CPU timing uses a monotonic clock; CUDA timing of torch rows uses CUDA events and synchronises before reading
 them. Rows of other backends on ``--device cuda`` (onnxruntime, TensorRT) use the monotonic clock, which is exact
 for them because ``predict`` returns host arrays only when the device work is done.
@@ -25,7 +26,6 @@ import os
 import platform
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -93,6 +93,7 @@ class BenchRow:
     error: str | None = None
     postprocess: str = "torch"
     torch_allocator_peak_mib: float | None = None
+    gflop_per_image: float | None = None  # of the ONNX graph the row runs (or was built from); None without one
 
 
 def time_calls(fn: Callable[[], Any], warmup: int, iters: int, sync: Callable[[], None] | None = None) -> list[float]:
@@ -279,6 +280,9 @@ def run_bench(
                 continue  # INT8 exists only as a Q/DQ ONNX (onnxruntime, TensorRT)
             for pp in postprocesses:
                 rows.extend(_bench_runtime(plan, backend, precision, pp, runtime_factory, memory))
+    for row in rows:  # the work of the graph each row runs, counted from its ONNX
+        row_flops = None if row.error else _graph_flops_of(target, row.precision)
+        row.gflop_per_image = None if row_flops is None else round(row_flops["total"] / 1e9, 4)
     report = {
         "edge_ad_bench": 1,
         "target": str(target),
@@ -296,7 +300,7 @@ def run_bench(
         "reference": reference_note,
         "rows": [asdict(r) for r in rows],
     }
-    report["flops"] = _flops(target, info)
+    report["flops"] = _graph_flops_of(target, "fp32")
     scratch.cleanup()
     return report
 
@@ -431,19 +435,33 @@ def _cuda_sync(device: str, backend: str) -> Callable[[], None] | None:
     return torch.cuda.synchronize
 
 
-def _flops(target: Path, info: Any) -> dict[str, float] | None:
-    """Multiply-add FLOPs per image and stage of the exported graph, when the export stage can count them.
+def _graph_onnx(target: Path, precision: str) -> Path | None:
+    """The ONNX file of the graph a row on ``target`` runs: the target itself, an engine's ``.onnx`` beside it, or a
+    bundle's ``model.<precision>.onnx`` (its ``model.fp32.onnx`` for the torch rows, the same graph); else None."""
+    if target.suffix == ".onnx":
+        return target
+    if target.suffix == ".engine":
+        return target.with_suffix(".onnx") if target.with_suffix(".onnx").is_file() else None
+    found = [target / f"model.{precision}.onnx", target / "model.fp32.onnx"] if target.is_dir() else []
+    return next((path for path in found if path.is_file()), None)
 
-    The export stage imports torch, so FLOPs are counted only when a torch row has loaded it already: a
-    torch-free run (a Jetson timing onnxruntime/TensorRT) reports none rather than import torch for them.
-    """
-    if "torch" not in sys.modules:
+
+_FLOPS_CACHE: dict[tuple[Path, float], dict[str, float] | None] = {}
+
+
+def _graph_flops_of(target: Path, precision: str) -> dict[str, float] | None:
+    """FLOPs per image by stage and ``"total"`` (:func:`edge_ad.export.onnx_graph.graph_flops`: Conv, ConvTranspose,
+    Gemm, MatMul, shapes from ONNX shape inference) of the graph a row runs; None where there is no ONNX to count or
+    the ``onnx`` package is absent. Torch-free, counted once per file."""
+    path = _graph_onnx(target, precision)
+    if path is None:
         return None
-    try:
-        from edge_ad.export.onnx_export import graph_flops
-    except ImportError:
-        return None
-    try:
-        return graph_flops(target) if info else None
-    except Exception:  # noqa: BLE001 - FLOPs are informative; never fail a benchmark on them
-        return None
+    key = (path, path.stat().st_mtime)
+    if key not in _FLOPS_CACHE:
+        try:
+            from edge_ad.export.onnx_graph import graph_flops
+
+            _FLOPS_CACHE[key] = graph_flops(path)
+        except Exception:  # noqa: BLE001 - FLOPs are informative; never fail a benchmark on them (or on no onnx)
+            _FLOPS_CACHE[key] = None
+    return _FLOPS_CACHE[key]

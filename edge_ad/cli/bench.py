@@ -22,6 +22,7 @@ BENCH_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("p90 ms", lambda r: _num(r["latency"]["p90_ms"], "{:.1f}")),
     ("p99 ms", lambda r: _num(r["latency"]["p99_ms"], "{:.1f}")),
     ("img/s", lambda r: _num(r["latency"]["images_per_s"])),
+    ("GFLOP/img", lambda r: _num(r.get("gflop_per_image"), "{:.3g}")),
     ("vs 77 FPS", lambda r: _num(r["vs_paper_77fps"], "{:.3f}x")),
     ("vs reference", lambda r: _num(r["vs_reference"], "{:.2f}x")),
     ("e2e img/s", lambda r: _num(r["end_to_end_images_per_s"])),

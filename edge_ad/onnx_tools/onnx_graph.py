@@ -47,9 +47,12 @@ def _macs_of(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int:
     out = shapes.get(node.output[0]) if node.output else None
     if not out or node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
         return 0
-    if node.op_type in ("Conv", "ConvTranspose"):
+    if node.op_type == "Conv":  # weight [C_out, C_in / group, kh, kw]: each output sums C_in / group * kh * kw
         weight = shapes.get(node.input[1])
         return math.prod(out) * math.prod(weight[1:]) if weight else 0
+    if node.op_type == "ConvTranspose":  # weight [C_in, C_out / group, kh, kw]: each input feeds C_out/group*kh*kw
+        weight, x = shapes.get(node.input[1]), shapes.get(node.input[0])
+        return math.prod(x) * math.prod(weight[1:]) if weight and x else 0
     a = shapes.get(node.input[0])
     if not a:
         return 0
@@ -89,13 +92,14 @@ def _flops_model(model_or_path: onnx.ModelProto | str | os.PathLike[str]) -> onn
 
 
 def graph_flops(model_or_path: onnx.ModelProto | str | os.PathLike[str]) -> dict[str, float]:
-    """FLOPs per image (2 x multiply-accumulates of Conv, Gemm and MatMul) by stage, plus ``"total"``.
+    """FLOPs per image (2 x multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul) by stage, plus ``"total"``.
 
     Accepts an ONNX model, its path, or a bundle folder (its exported ``model.fp32.onnx``, else another
     ``model.*.onnx``). Stages (:data:`FLOP_STAGES`) are found from the graph's structure, not node names:
     ``aggregation`` = the grouped convolutions of the patch aggregator, ``discriminator`` = what depends on
     them, ``postprocess`` = what depends on ``patch_scores``, ``backbone`` = the rest. Element-wise ops,
-    pooling and resizes are not counted. A symbolic batch axis counts as one image.
+    pooling and resizes are not counted. A symbolic batch axis counts as one image. Shapes come from ONNX shape
+    inference; a node whose shapes it cannot infer counts 0.
     """
     model, shapes = _shapes(_flops_model(model_or_path))
     graph = model.graph
@@ -112,7 +116,6 @@ def graph_flops(model_or_path: onnx.ModelProto | str | os.PathLike[str]) -> dict
             after_aggregation.update(node.output)
         else:
             stage = "backbone"
-        if node.op_type in ("Conv", "Gemm", "MatMul"):
-            flops[stage] += 2.0 * _macs_of(node, shapes) / batch
+        flops[stage] += 2.0 * _macs_of(node, shapes) / batch  # 0 for nodes that are not WEIGHTED_OPS
     flops["total"] = sum(flops[stage] for stage in FLOP_STAGES)
     return flops
