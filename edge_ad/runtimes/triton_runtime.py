@@ -27,6 +27,7 @@ import numpy as np
 from edge_ad import BUNDLE_FORMAT_VERSION
 from edge_ad.bundle import CONFIG_NAME, BundleError, check_artifact_current, finite_threshold
 from edge_ad.data.preprocess import Preprocessing
+from edge_ad.extras import EXTRA_BY_NAME, missing_extra_message
 from edge_ad.runtimes.base import check_batch
 
 __all__ = ["TritonError", "TritonRuntime", "parse_target"]
@@ -65,7 +66,7 @@ def _client_module(protocol: str) -> Any:
         else:
             import tritonclient.http as module
     except ImportError as exc:
-        raise TritonError(f"--backend triton needs tritonclient: pip install 'edge-ad[triton]' ({exc})") from None
+        raise TritonError(missing_extra_message(EXTRA_BY_NAME["triton"], "tritonclient", "--backend triton")) from None
     return module
 
 
