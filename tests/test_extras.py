@@ -125,7 +125,8 @@ def test_doctor_lists_extras(monkeypatch: pytest.MonkeyPatch) -> None:
     _hide(monkeypatch, "tritonclient")
     rows = {row["extra"]: row for row in extra_status()}
     assert rows["triton"]["installed"] is False and rows["triton"]["missing"] == ["tritonclient"]
-    monkeypatch.setattr(doctor, "probe_binding", lambda name: {"installed": False, "version": None, "reaches_gpu": False})
+    absent = {"installed": False, "version": None, "reaches_gpu": False}
+    monkeypatch.setattr(doctor, "probe_binding", lambda name: absent)
     result = CliRunner().invoke(app, ["doctor", "--json"])
     report = json.loads(result.output)
     assert [row["extra"] for row in report["extras"]] == [e.name for e in EXTRAS]

@@ -65,7 +65,7 @@ def _client_module(protocol: str) -> Any:
             import tritonclient.grpc as module
         else:
             import tritonclient.http as module
-    except ImportError as exc:
+    except ImportError:
         raise TritonError(missing_extra_message(EXTRA_BY_NAME["triton"], "tritonclient", "--backend triton")) from None
     return module
 
