@@ -158,3 +158,14 @@ def test_a_blank_training_image_is_named(tiny_demo: Path, tmp_path: Path) -> Non
     result = runner.invoke(app, [*args, "--resize", "72", "--epochs", "1", "--device", "cpu"])
     assert result.exit_code == 2, result.output
     assert "zz_dead.png: blank or flat frame" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("epochs", ["0", "-1"])
+def test_train_refuses_zero_or_negative_epochs_before_writing(tiny_demo: Path, tmp_path: Path, epochs: str) -> None:
+    out = tmp_path / "bundle"
+    args = ["train", str(tiny_demo), "--out", str(out), "--random-backbone", "--epochs", epochs, "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"--epochs must be at least 1, got {epochs}" in result.output and "Traceback" not in result.output
+    assert len([line for line in result.output.splitlines() if line.strip()]) == 1
+    assert not out.exists()
