@@ -32,13 +32,14 @@ def friendly(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from edge_ad.bundle import BundleError
+        from edge_ad.bundle import BundleError, warnings_once
         from edge_ad.data.images import ImageError
         from edge_ad.data.layout import DatasetError
         from edge_ad.extras import MissingExtra, extra_for_module, missing_extra_message
 
         try:
-            return func(*args, **kwargs)
+            with warnings_once():
+                return func(*args, **kwargs)
         except MissingExtra as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
