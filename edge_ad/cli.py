@@ -289,13 +289,13 @@ def export(
 
         report = calibrate(model, calib_data, eval_data, calib_method, calib_count, target=int8_target)
         onnx_path = Path(report["models"]["int8"])
-        out.print(f"onnx: {onnx_path}  (report: {onnx_path.parent / 'calibration_report.md'})")
+        reports = onnx_path.parent / "calibration_report"
+        out.print(f"onnx: {onnx_path}  (report: {reports}.md; for machines: {reports}.json)", soft_wrap=True)
         th = report["threshold"]
         chosen_on = report["selection"]["summary"]
         recipe = f"recipe: {report['method']} / {report['recipe']}, chosen on {chosen_on}"
         out.print(recipe, markup=False, soft_wrap=True)
         out.print(f"threshold: fp32 {th['fp32']:.6g} -> int8 {th['int8']:.6g} (from its own good-image scores)")
-        out.print(json.dumps({k: report[k] for k in ("method", "recipe", "summary")}))
     elif needs_onnx:
         from edge_ad.export.onnx_export import export_onnx_checked
 
