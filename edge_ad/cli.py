@@ -17,10 +17,16 @@ from edge_ad import __version__
 from edge_ad.cli_bench import bench_table
 from edge_ad.cli_data import demo_data, synth
 from edge_ad.cli_export import export_engine, export_serving
+from edge_ad.cli_help import PlainHelpGroup
 from edge_ad.cli_output import UserError, err, friendly, metrics_table, out
 from edge_ad.io import atomic_write_json
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Anomaly detection trained on good parts only.")
+app = typer.Typer(
+    cls=PlainHelpGroup,  # help shows MODEL, PATH, INTEGER: not Python type names
+    add_completion=False,
+    no_args_is_help=True,
+    help="Anomaly detection trained on good parts only.",
+)
 
 
 def version_callback(value: bool) -> None:
