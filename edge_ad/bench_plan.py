@@ -42,7 +42,8 @@ _FILE_BACKEND = {".onnx": "onnxruntime", ".engine": "tensorrt"}
 
 
 def _is_remote(target: str | Path) -> bool:
-    return bool(re.match(r"^(https?|grpc)://", str(target))) or bool(re.match(r"^(https?|grpc):/[^/]", str(target)))
+    """A Triton server's model: ``http://HOST:PORT/MODEL`` (``Path`` has folded its ``//`` into ``/``)."""
+    return bool(re.match(r"^(https?|grpc):/", str(target)))
 
 
 def file_precision(target: Path, metadata: dict[str, str]) -> str | None:
