@@ -80,9 +80,9 @@ def bare_runtime(detector: Detector, images: list[np.ndarray], batch: int, secon
 class ServiceProcess:
     """``edge-ad serve`` in a child process on a free loopback port."""
 
-    def __init__(self, model: Path, out: Path, max_queue: int):
+    def __init__(self, model: Path, out: Path, max_queue: int, extra: list[str] | None = None):
         cmd = [sys.executable, "-m", "edge_ad.cli.main", "serve", str(model), "--source", "http", "--port", "0"]
-        cmd += ["--out", str(out), "--save", "none", "--max-queue", str(max_queue)]
+        cmd += ["--out", str(out), "--save", "none", "--max-queue", str(max_queue), *(extra or [])]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "EDGE_AD_QUIET": "1"})
         self.port = self._port_from_log(timeout=180)
         threading.Thread(target=self._drain_log, daemon=True).start()

@@ -6,10 +6,12 @@ mismatched bundle is detected on load. Nothing is unpickled: weights are safeten
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -266,9 +268,29 @@ def threshold_warning(threshold: float, score_stats: dict[str, Any]) -> str | No
     return None
 
 
+_said: set[str] | None = None  # warnings printed during the current command (None: outside one, say each time)
+
+
+@contextlib.contextmanager
+def warnings_once() -> Iterator[None]:
+    """Within this block (one CLI command) each threshold warning is printed once, however often a model is loaded
+    (the demo trains, evaluates and predicts; bench loads one runtime per row)."""
+    global _said
+    previous, _said = _said, set()
+    try:
+        yield
+    finally:
+        _said = previous
+
+
 def warn_threshold(threshold: float, score_stats: dict[str, Any], where: str | Path) -> str | None:
-    """Print :func:`threshold_warning` loudly on stderr (never silenced by EDGE_AD_QUIET); returns it."""
+    """Print :func:`threshold_warning` loudly on stderr (never silenced by EDGE_AD_QUIET), once per command inside
+    :func:`warnings_once`; returns it."""
     message = threshold_warning(threshold, score_stats)
+    if message and _said is not None:
+        if message in _said:
+            return message
+        _said.add(message)
     if message:
         from rich.console import Console
 

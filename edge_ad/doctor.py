@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_ad import __version__
+from edge_ad.extras import extra_status
 
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
@@ -260,6 +261,7 @@ def collect() -> dict[str, Any]:
         "tools": probe_tools(),
         "onnx_installed": _installed("onnx"),
         "torch_tensorrt_installed": _installed("torch_tensorrt"),
+        "extras": extra_status(),
     }
     devices = report["cuda_driver"]["devices"]
     report["gpu"] = devices[0] if devices else None
@@ -397,6 +399,12 @@ def render_lines(report: dict[str, Any]) -> list[str]:
     tools = report["tools"]
     off_path = tools["nvcc"] and not tools["nvcc_on_path"]
     lines.append(f"nvcc: {tools['nvcc'] or 'not found'}" + (" (not on PATH)" if off_path else ""))
+    lines.append("extras (pip install the missing ones as shown):")
+    lines += [
+        f"  [{'ok' if e['installed'] else 'no'}] {e['extra']}: {e['enables']}"
+        + ("" if e["installed"] else f" (missing {', '.join(e['missing'])}: {e['pip']})")
+        for e in report.get("extras", [])
+    ]
     lines.append("edge-ad export --format engine:")
     lines += [f"  [{'ok' if i['works'] else 'no'}] {i['name']}: {i['why']}" for i in report["engine_export"]]
     lines.append("serve / predict runtimes:")

@@ -8,6 +8,7 @@ silences both.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import time
@@ -34,7 +35,9 @@ def progress_interval() -> float:
     return value if value >= 0 else DEFAULT_INTERVAL_S
 
 
-console = Console(stderr=True, quiet=_quiet())
+# Log lines carry the time, never the source location (``run_start.py:41`` means nothing to a user).
+console = Console(stderr=True, quiet=_quiet(), log_path=False)
+ETA_WINDOW = 5  # the ETA is the mean of the last few steps' durations, the first step (warm-up, caching) left out
 
 
 def _format_value(value: float | str) -> str:
@@ -111,6 +114,7 @@ class PlainBar:
         self._postfix = ""
         self._last_print: float | None = None
         self._printed_done = -1
+        self._steps: collections.deque[tuple[float, int]] = collections.deque(maxlen=ETA_WINDOW + 1)
 
     def set_postfix(self, **values: float | str) -> None:
         self._postfix = " ".join(f"{k}={_format_value(v)}" for k, v in values.items())
@@ -118,6 +122,7 @@ class PlainBar:
     def advance(self, n: int = 1) -> None:
         self._done += n
         now = self._clock()
+        self._steps.append((now, self._done))
         due = self._last_print is None or now - self._last_print >= self.interval
         if due or self._done >= self.total:
             self._emit(now)
@@ -134,9 +139,20 @@ class PlainBar:
         if self._postfix:
             parts.append(self._postfix)
         parts.append(f"elapsed {format_duration(elapsed)}")
-        if 0 < self._done < self.total:
-            parts.append(f"eta {format_duration(elapsed / self._done * (self.total - self._done))}")
+        eta = self.eta()
+        if eta is not None and self._done < self.total:
+            parts.append(f"eta {format_duration(eta)}")
         return "  ".join(parts)
+
+    def eta(self) -> float | None:
+        """Seconds left at the pace of the last :data:`ETA_WINDOW` steps after the first one; None until two steps
+        are done (the first step carries one-off work such as feature caching and would inflate the estimate)."""
+        if len(self._steps) < 2:
+            return None
+        (t0, done0), (t1, done1) = self._steps[0], self._steps[-1]
+        if done1 <= done0:
+            return None
+        return (t1 - t0) / (done1 - done0) * (self.total - self._done)
 
     def _emit(self, now: float) -> None:
         self._stream.write(self.line(now) + "\n")

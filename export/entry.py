@@ -8,7 +8,6 @@ on the target, where torch may be missing); the ONNX export itself needs the ``t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,11 +129,11 @@ def _calibrated(
 
     report = calibrate(model, calib_data, eval_data, method, count, target=target, export_fp32=export_fp32)
     onnx_path = Path(report["models"]["int8"])
-    say(f"onnx: {onnx_path}  (report: {onnx_path.parent / 'calibration_report.md'})")
+    reports = onnx_path.parent / "calibration_report"
+    say(f"onnx: {onnx_path}  (report: {reports}.md; for machines: {reports}.json)")
     th = report["threshold"]
     say(f"recipe: {report['method']} / {report['recipe']}, chosen on {report['selection']['summary']}")
     say(f"threshold: fp32 {th['fp32']:.6g} -> int8 {th['int8']:.6g} (from its own good-image scores)")
-    say(json.dumps({k: report[k] for k in ("method", "recipe", "summary")}))
     return report
 
 

@@ -453,6 +453,9 @@ def test_export_command_says_what_the_choice_was_made_on(bundle: Path, fp32_path
     assert "chosen on held-out good images" in result.output
     th = report["threshold"]
     assert f"threshold: fp32 {th['fp32']:.6g} -> int8 {th['int8']:.6g}" in result.output
+    # people get the summary; machines get calibration_report.json, named in it, never a raw JSON line here
+    assert not [line for line in result.output.splitlines() if line.lstrip().startswith(("{", "["))], result.output
+    assert "calibration_report.json" in " ".join(result.output.split())
 
 
 # ----------------------------------------------------------------------------- numerical correctness

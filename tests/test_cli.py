@@ -158,3 +158,32 @@ def test_a_blank_training_image_is_named(tiny_demo: Path, tmp_path: Path) -> Non
     result = runner.invoke(app, [*args, "--resize", "72", "--epochs", "1", "--device", "cpu"])
     assert result.exit_code == 2, result.output
     assert "zz_dead.png: blank or flat frame" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("epochs", ["0", "-1"])
+def test_train_refuses_zero_or_negative_epochs_before_writing(tiny_demo: Path, tmp_path: Path, epochs: str) -> None:
+    out = tmp_path / "bundle"
+    args = ["train", str(tiny_demo), "--out", str(out), "--random-backbone", "--epochs", epochs, "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"--epochs must be at least 1, got {epochs}" in result.output and "Traceback" not in result.output
+    assert len([line for line in result.output.splitlines() if line.strip()]) == 1
+    assert not out.exists()
+
+
+def test_help_shows_plain_metavars_not_python_types() -> None:
+    """Usage reads ``MODEL IMAGES...``; options show PATH/TEXT/INTEGER, flags nothing; no ``<bool>``, no ``{model}``."""
+    import re
+
+    from typer.main import get_command
+
+    runner = CliRunner()
+    for name in ["", *get_command(app).commands]:  # type: ignore[attr-defined]
+        result = runner.invoke(app, [name, "--help"] if name else ["--help"], terminal_width=200)
+        assert result.exit_code == 0, (name, result.output)
+        assert not re.search(r"<(bool|str|int|float|path|list\[[^]]*\])>", result.output), (name, result.output)
+        usage = next(line for line in result.output.splitlines() if "Usage:" in line)
+        assert "{" not in usage, usage
+    predict = runner.invoke(app, ["predict", "--help"], terminal_width=200).output
+    assert "predict [OPTIONS] MODEL IMAGES..." in predict
+    assert re.search(r"--out\s+-o\s+PATH", predict) and re.search(r"--overlays\s+--no-overlays\s+Write", predict)

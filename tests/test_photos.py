@@ -122,7 +122,7 @@ def test_missing_package_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     from edge_ad.cli.main import app
 
     monkeypatch.setattr(photos.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(PhotosUnavailable, match="edge-ad\\[photos\\]"):
+    with pytest.raises(PhotosUnavailable, match="\\[photos\\] extra"):
         load_photo("brick")
     result = CliRunner().invoke(app, ["demo-data", str(tmp_path / "d"), "--source", "photos"])
     assert result.exit_code == 2

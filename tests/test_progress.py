@@ -55,7 +55,8 @@ def test_plain_lines_are_the_first_one_per_interval_and_the_last(loud: None) -> 
     expected_times = [4] + list(range(16, 120, 12)) + [120]
     assert len(lines) == len(expected_times)
     assert stream.flushes >= len(lines)  # every line reaches the log at once
-    assert lines[0] == "train: 1/30 epochs  loss=0.5000 p_true=0.9000  elapsed 4s  eta 1m56s"
+    assert lines[0] == "train: 1/30 epochs  loss=0.5000 p_true=0.9000  elapsed 4s"  # no ETA from one step
+    assert lines[1] == "train: 4/30 epochs  loss=0.4700 p_true=0.9000  elapsed 16s  eta 1m44s"
     assert lines[-1] == "train: 30/30 epochs  loss=0.2100 p_true=0.9000  elapsed 2m00s"
     done = [int(line.split(": ")[1].split("/")[0]) for line in lines]
     assert done == [t // 4 for t in expected_times]
@@ -73,7 +74,7 @@ def test_the_last_line_is_printed_when_work_ends_early_and_not_after_a_failure(l
         clock.now += 1
         bar.advance()
         raise RuntimeError("boom")
-    assert failed.getvalue().splitlines() == ["features: 1/5  elapsed 1s  eta 4s"]
+    assert failed.getvalue().splitlines() == ["features: 1/5  elapsed 1s"]
 
 
 def test_interval_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, loud: None) -> None:
@@ -119,3 +120,21 @@ def test_quiet_silences_everything(monkeypatch: pytest.MonkeyPatch, capsys: pyte
 def test_durations_read_well() -> None:
     durations = [format_duration(s) for s in (0.4, 59.6, 62, 3599, 3600 + 125)]
     assert durations == ["0s", "1m00s", "1m02s", "59m59s", "1h02m"]
+
+
+def test_eta_is_not_inflated_by_a_slow_first_epoch(loud: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first epoch also caches features (60 s); the rest take 10 s each: the ETA follows the recent pace."""
+    monkeypatch.setenv("EDGE_AD_PROGRESS_INTERVAL", "0")
+    lines = run_steps(FlushCountingStream(), FakeClock(), [60.0] + [10.0] * 9, total=30)
+    assert "eta" not in lines[0]
+    assert lines[2].endswith("elapsed 1m20s  eta 4m30s")  # 27 epochs left at 10 s, not 27 x 26.7 s = 12m00s
+    assert lines[-1].endswith("elapsed 2m30s  eta 3m20s")
+
+
+def test_log_lines_carry_no_source_location() -> None:
+    from rich.console import Console
+
+    screen = io.StringIO()
+    console = Console(file=screen, width=120, log_path=progress.console._log_render.show_path)  # noqa: SLF001
+    console.log("bundle written")
+    assert ".py:" not in screen.getvalue() and "bundle written" in screen.getvalue()

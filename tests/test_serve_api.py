@@ -226,6 +226,7 @@ def test_health_ready_metrics_and_page(served: tuple[Service, int]) -> None:
     assert get_json(port, "/v1/results?limit=abc")[0] == 400
     status, head, page = request(port, "GET", "/")
     assert status == 200 and head["content-type"].startswith("text/html") and b"<" in page
+    assert request(port, "GET", "/favicon.ico")[0] == 204  # what a browser asks for: no 404 in the log
 
 
 def test_readyz_names_the_source_that_is_down_and_predict_404_without_http(detector: Detector, tmp_path: Path) -> None:
@@ -336,6 +337,7 @@ def test_token_required_on_every_route_but_health_and_metrics(
     with running_app(create_app(state)) as port:  # bound to 127.0.0.1 even though the token is enforced
         assert request(port, "GET", "/healthz")[0] == 200
         assert request(port, "GET", "/metrics")[0] == 200
+        assert request(port, "GET", "/favicon.ico")[0] == 204  # browsers send no token for it
         for path in ("/readyz", "/v1/results?limit=5", "/", "/v1/latest/overlay.png"):
             status, head, _ = request(port, "GET", path)
             assert status == 401 and head["www-authenticate"] == "Bearer", path
@@ -356,8 +358,9 @@ def test_results_log_rotates_and_closes_a_cut_line(tmp_path: Path) -> None:
     for i in range(30):
         log.write([{"id": f"r{i:02d}", "pad": "x" * 20}])
     log.close()
-    rotated = sorted(tmp_path.glob("results.jsonl*"))
+    rotated = sorted(p for p in tmp_path.glob("results.jsonl*") if ".torn-" not in p.name)
     assert [p.name for p in rotated] == ["results.jsonl", "results.jsonl.1", "results.jsonl.2"]
+    assert [p.read_bytes() for p in tmp_path.glob("results.jsonl.torn-*")] == [b'{"id": "cut sh']  # moved aside
     assert all(p.stat().st_size <= 400 for p in rotated)
     lines = [line for p in reversed(rotated) for line in p.read_text().splitlines()]
     ids = [json.loads(line)["id"] for line in lines if line.startswith('{"id":"r')]

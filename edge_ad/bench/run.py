@@ -38,10 +38,10 @@ import numpy as np
 from edge_ad import __version__
 from edge_ad.bench.head import numpy_head, patch_map_of
 from edge_ad.bench.memory import DeviceMemory, device_memory_used
+from edge_ad.bench.plan import KNOWN_BACKENDS, sample_files, unavailable_reason, what_ran
 from edge_ad.bench.target import PAPER_FPS, artifact_metadata, paper_fps_for, target_preprocessing
-from edge_ad.bundle import file_sha256, read_bundle
-from edge_ad.data.images import list_images, read_image
-from edge_ad.data.layout import resolve_category, train_images
+from edge_ad.bundle import file_sha256, read_bundle, warn_threshold
+from edge_ad.data.images import read_image
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.detector import open_runtime
 
@@ -94,6 +94,7 @@ class BenchRow:
     postprocess: str = "torch"
     torch_allocator_peak_mib: float | None = None
     gflop_per_image: float | None = None  # of the ONNX graph the row runs (or was built from); None without one
+    artifact: str | None = None  # the file that ran (an ONNX, an engine, the bundle's weights)
 
 
 def time_calls(fn: Callable[[], Any], warmup: int, iters: int, sync: Callable[[], None] | None = None) -> list[float]:
@@ -174,29 +175,17 @@ def _package_version(module: str) -> str | None:
         return None
 
 
-def _sample_files(data: Path | None, image_size: int, count: int, scratch: Path) -> list[Path]:
-    """Image files to time on: the data's good images when given, else synthetic PNGs written to ``scratch``."""
-    if data is not None:
-        folder = resolve_category(data, None) if (data / "train").exists() or (data / "test").exists() else data
-        paths = train_images(folder) if folder != data or not list_images(data) else list_images(data)
-        return (paths * (count // max(len(paths), 1) + 1))[:count]
-    import cv2
-
-    rng = np.random.default_rng(0)
-    files = []
-    for i in range(count):
-        path = scratch / f"{i:03d}.png"
-        cv2.imwrite(str(path), rng.integers(0, 256, (image_size + 32, image_size + 32, 3), dtype=np.uint8))
-        files.append(path)
-    return files
-
-
 def open_bench_runtime(target: Path, backend: str, precision: str, device: str, postprocess: str = "torch") -> Any:
-    """:func:`edge_ad.detector.open_runtime` with bench's words: ``postprocess="torch"`` is the graph's own head."""
+    """:func:`edge_ad.detector.open_runtime` with bench's words: ``postprocess="torch"`` is the graph's own head.
+
+    A threshold resting on too few images is warned about as :meth:`Detector.load` does (once per command)."""
     if postprocess not in POSTPROCESS:
         raise ValueError(f"postprocess must be one of {', '.join(POSTPROCESS)}, not {postprocess!r}")
     head = "graph" if postprocess == "torch" else postprocess
-    return open_runtime(target, backend, device=device, precision=precision, postprocess=head)
+    runtime = open_runtime(target, backend, device=device, precision=precision, postprocess=head)
+    if getattr(runtime, "threshold", None) is not None:
+        warn_threshold(runtime.threshold, getattr(runtime, "score_stats", {}) or {}, getattr(runtime, "url", target))
+    return runtime
 
 
 def _reference_class(model: Any) -> Any:
@@ -221,21 +210,29 @@ def run_bench(
     reference: bool = True,
     runtime_factory: Callable[..., Any] = open_bench_runtime,
     postprocesses: Sequence[str] = ("torch",),
+    check_available: bool | None = None,
 ) -> dict[str, Any]:
     """Benchmark every (backend, precision, post-processing, batch); returns the JSON report.
 
     ``runtime_factory(target, backend, precision, device)`` makes each runtime (``postprocess=`` is passed too
-    when it is not the graph's own head). Torch is imported only for torch rows.
+    when it is not the graph's own head). Torch is imported only for torch rows. ``check_available`` (default: with
+    the real runtimes) lists a row this machine cannot run under ``not_available`` with the reason, not as a row.
     """
     target = Path(target)
     for pp in postprocesses:
         if pp not in POSTPROCESS:
             raise ValueError(f"--postprocess must be one of {', '.join(POSTPROCESS)}, not {pp!r}")
+    for backend in backends:
+        if backend not in KNOWN_BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(KNOWN_BACKENDS)}")
+    if check_available is None:
+        check_available = runtime_factory is open_bench_runtime
+    not_available: list[dict[str, str]] = []
     info = read_bundle(target) if target.is_dir() else None
     metadata = artifact_metadata(target) if info is None else {}
     preprocessing = target_preprocessing(info, metadata)
     scratch = tempfile.TemporaryDirectory(prefix="edge-ad-bench-")
-    files = _sample_files(Path(data) if data else None, preprocessing.image_size, max(batches), Path(scratch.name))
+    files = sample_files(Path(data) if data else None, preprocessing.image_size, max(batches), Path(scratch.name))
     images = [read_image(p) for p in files]
     memory = DeviceMemory(device, probe=lambda: device_memory_used())  # looked up here: tests replace it
     rows: list[BenchRow] = []
@@ -243,7 +240,8 @@ def run_bench(
     reference_note = "not run" if info is not None else "not run (no bundle)"
     if reference and info is not None:
         if importlib.util.find_spec("torch") is None:
-            rows.append(_error_row("reference (authors' path)", "fp32", device, batches[0], ImportError("no torch")))
+            reason = unavailable_reason(target, "torch", "fp32", device) or "torch is not installed"
+            not_available.append({"backend": "reference (authors' path)", "precision": "fp32", "reason": reason})
         else:
             from edge_ad.models.registry import load_model
 
@@ -259,7 +257,7 @@ def run_bench(
                 baseline_used = memory.used()
                 baseline = baseline_cls(model, device=device)
                 for b in batches:
-                    x = preprocessing.batch(images[:b])  # _sample_files gave max(batches) images
+                    x = preprocessing.batch(images[:b])  # sample_files gave max(batches) images
                     memory.start_row(baseline_used, torch_row=True)
                     times = time_calls(lambda x=x: baseline.predict(x), warmup, iters, sync)
                     stats = LatencyStats.from_times(times, b)
@@ -276,6 +274,10 @@ def run_bench(
     )
     for backend in backends:
         for precision in precisions:
+            reason = unavailable_reason(target, backend, precision, device) if check_available else None
+            if reason is not None:
+                not_available.append({"backend": backend, "precision": precision, "reason": reason})
+                continue
             if backend in TORCH_BACKENDS and precision == "int8":
                 continue  # INT8 exists only as a Q/DQ ONNX (onnxruntime, TensorRT)
             for pp in postprocesses:
@@ -299,6 +301,7 @@ def run_bench(
         },
         "reference": reference_note,
         "rows": [asdict(r) for r in rows],
+        "not_available": not_available,  # rows this machine cannot run, and why: never results
     }
     report["flops"] = _graph_flops_of(target, "fp32")
     scratch.cleanup()
@@ -345,6 +348,8 @@ def _bench_runtime(
         memory.release()
         return [row]
     sync = _cuda_sync(device, backend)
+    ran = what_ran(runtime, plan.target, backend, precision)
+    label = ran["backend"] if pp == "torch" else f"{ran['backend']} + cuda kernel"
     metrics: dict[str, float] = {}  # accuracy does not depend on the batch size: measured once per runtime
     if plan.data is not None and plan.info is not None and (Path(plan.data) / "test").exists():
         from edge_ad.evaluation.evaluate import evaluate
@@ -369,8 +374,8 @@ def _bench_runtime(
             max(2, iters // 2),
             sync,
         )
-        row = _row(label, precision, device, b, net, plan.reference_fps.get(b), plan.paper_fps)
-        row.postprocess = pp
+        row = _row(label, ran["precision"], device, b, net, plan.reference_fps.get(b), plan.paper_fps)
+        row.postprocess, row.artifact = pp, ran["artifact"]
         row.peak_device_mib, row.torch_allocator_peak_mib = memory.stop_row()
         row.preprocess_ms_per_image = float(np.median(pre) * 1e3 / b)
         row.postprocess_ms_per_image = float(np.median(post) * 1e3 / b)
@@ -459,7 +464,7 @@ def _graph_flops_of(target: Path, precision: str) -> dict[str, float] | None:
     key = (path, path.stat().st_mtime)
     if key not in _FLOPS_CACHE:
         try:
-            from edge_ad.export.onnx_graph import graph_flops
+            from edge_ad.onnx_tools.onnx_graph import graph_flops
 
             _FLOPS_CACHE[key] = graph_flops(path)
         except Exception:  # noqa: BLE001 - FLOPs are informative; never fail a benchmark on them (or on no onnx)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
@@ -17,6 +18,7 @@ def _num(value: float | None, spec: str = "{:.2f}") -> str:
 BENCH_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("backend", lambda r: r["backend"]),
     ("prec", lambda r: r["precision"]),
+    ("file", lambda r: escape(Path(r["artifact"]).name) if r.get("artifact") else "-"),
     ("batch", lambda r: str(r["batch"])),
     ("p50 ms", lambda r: _num(r["latency"]["p50_ms"], "{:.1f}")),
     ("p90 ms", lambda r: _num(r["latency"]["p90_ms"], "{:.1f}")),
@@ -31,14 +33,14 @@ BENCH_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("img AUROC", lambda r: _num(r["metrics"].get("image_auroc"), "{:.4f}")),
     ("pix AUROC", lambda r: _num(r["metrics"].get("pixel_auroc"), "{:.4f}")),
 ]
-BENCH_KEY_COLUMNS = 3  # backend, precision, batch: filled for error rows too
+BENCH_KEY_COLUMNS = 4  # backend, precision, file, batch: filled for error rows too
 
 
 def bench_table(report: dict[str, Any]) -> tuple[Table, list[str]]:
     """The bench table and its notes: a failed row says "error N" and note N below the table gives the full text."""
     table = Table(title=f"edge-ad bench on {report['machine'].get('gpu') or report['machine'].get('cpu')}")
     for i, (header, _) in enumerate(BENCH_COLUMNS):
-        table.add_column(header, justify="left" if i < 2 else "right")
+        table.add_column(header, justify="left" if i < 3 else "right")
     notes: list[str] = []
     for r in report["rows"]:
         if r["error"]:
@@ -49,4 +51,7 @@ def bench_table(report: dict[str, Any]) -> tuple[Table, list[str]]:
             table.add_row(*key)
             continue
         table.add_row(*(cell(r) for _, cell in BENCH_COLUMNS))
+    for skipped in report.get("not_available", []):
+        what = escape(f"{skipped['backend']} {skipped['precision']}")
+        notes.append(f"[yellow]not available here:[/] {what}: {escape(skipped['reason'])}")
     return table, notes

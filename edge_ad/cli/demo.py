@@ -18,6 +18,9 @@ from edge_ad.io import atomic_write_json
 from edge_ad.models.families import FAMILIES
 from edge_ad.models.family import DemoRecipe
 
+# The demo's good images: 54 to train on (as many as before) and 10 held out (``DEMO_HOLDOUT``) for the threshold.
+DEMO_GOOD_IMAGES = 64
+
 
 class _DemoRecipes(Mapping[str, DemoRecipe]):
     """Family name -> its demo recipe, read from the family table each time (a family registered later shows)."""
@@ -66,7 +69,7 @@ def run_demo(
     root = Path(root)
     category = category or DEFAULT_DEMO_CATEGORY
     data = root / "data"
-    make_demo_dataset(data, [category], seed=seed)
+    make_demo_dataset(data, [category], seed=seed, n_train=DEMO_GOOD_IMAGES)
     bundle = root / "models" / recipe.folder.format(category=category)
     recipe.train(
         data,

@@ -17,10 +17,16 @@ from rich.table import Table
 from edge_ad import __version__
 from edge_ad.cli.bench import bench_table
 from edge_ad.cli.data import demo_data, synth
+from edge_ad.cli.help import PlainHelpGroup
 from edge_ad.cli.output import UserError, err, friendly, metrics_table, out
 from edge_ad.io import atomic_write_json
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Anomaly detection trained on good parts only.")
+app = typer.Typer(
+    cls=PlainHelpGroup,  # help shows MODEL, PATH, INTEGER: not Python type names
+    add_completion=False,
+    no_args_is_help=True,
+    help="Anomaly detection trained on good parts only.",
+)
 
 
 def version_callback(value: bool) -> None:
@@ -309,8 +315,13 @@ def export(
 @friendly
 def bench(
     target: Path = typer.Argument(..., help="Bundle folder (its exported models are used too) or an .onnx/.engine."),
-    backend: str = typer.Option("torch", help="torch, onnxruntime, tensorrt, torch-tensorrt, or all."),
-    precision: str = typer.Option("fp32", help="fp32, fp16, int8, or a comma list."),
+    backend: str = typer.Option(
+        None, help="torch, onnxruntime, tensorrt, torch-tensorrt, all, or a comma list (default: torch for a bundle; "
+        "an .onnx runs on onnxruntime, an .engine on tensorrt)."
+    ),
+    precision: str = typer.Option(
+        None, help="fp32, fp16, int8, or a comma list (default: fp32 for a bundle; a file's own precision)."
+    ),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     postprocess: str = typer.Option(
         "torch", help="Post-processing: torch (the graph's own head), cuda (the fused CUDA kernel), or a comma list."
@@ -322,21 +333,28 @@ def bench(
     reference: bool = typer.Option(True, help="Also time the authors' inference path (the in-run baseline)."),
     json_out: Path = typer.Option(None, "--json", help="Report path (default: bench-<device>.json beside TARGET)."),
 ) -> None:
-    """FPS and latency per backend/precision/batch, against the paper's 77 FPS and the in-run baseline."""
-    from edge_ad.bench.run import BACKENDS, run_bench
+    """FPS and latency per backend/precision/batch, against the paper's 77 FPS and the in-run baseline. Each row
+    names the backend, precision and file that ran; what this machine cannot run is listed as not available."""
+    from edge_ad.bench.plan import resolve_options
+    from edge_ad.bench.run import run_bench
+    from edge_ad.bench.target import artifact_metadata
 
-    backends = list(BACKENDS) if backend == "all" else [b.strip() for b in backend.split(",")]
+    postprocesses = [p.strip() for p in postprocess.split(",")]
+    metadata = artifact_metadata(target) if target.is_file() else {}
+    backends, precisions = resolve_options(
+        target, backend, precision, device=device, postprocess=postprocesses, metadata=metadata
+    )
     report = run_bench(
         target,
         backends=backends,
-        precisions=[p.strip() for p in precision.split(",")],
+        precisions=precisions,
         device=device,
         batches=[int(b) for b in batch.split(",")],
         data=data,
         warmup=warmup,
         iters=iters,
         reference=reference,
-        postprocesses=[p.strip() for p in postprocess.split(",")],
+        postprocesses=postprocesses,
     )
     table, notes = bench_table(report)
     out.print(table)

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # Wide enough for the bench table when output goes to a file or a CI log (rich assumes 80 columns there).
@@ -31,12 +32,24 @@ def friendly(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from edge_ad.bundle import BundleError
+        from edge_ad.bundle import BundleError, warnings_once
         from edge_ad.data.images import ImageError
         from edge_ad.data.layout import DatasetError
+        from edge_ad.extras import MissingExtra, extra_for_module, missing_extra_message
 
         try:
-            return func(*args, **kwargs)
+            with warnings_once():
+                return func(*args, **kwargs)
+        except MissingExtra as exc:
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(2) from None
+        except ModuleNotFoundError as exc:  # an optional part this command needs: name its extra, not a traceback
+            extra = extra_for_module(exc.name)
+            if extra is None:
+                raise
+            message = missing_extra_message(extra, str(exc.name).split(".")[0])
+            err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+            raise typer.Exit(2) from None
         except (
             UserError,
             ImageError,
@@ -46,7 +59,7 @@ def friendly(func: F) -> F:
             FileNotFoundError,
             ValueError,
         ) as exc:
-            err.print(f"[bold red]error:[/] {exc}")
+            err.print(f"[bold red]error:[/] {escape(str(exc))}")  # a path or an extra's [name] is not markup
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

@@ -11,7 +11,8 @@ __all__ = ["serve_command"]
 
 SERVE_HELP = "\n\n".join(
     [
-        "Run the inspection service: score every input from the sources, write OUT/results.jsonl, answer HTTP.",
+        "Run the inspection service: score every input from the sources, write OUT/results.jsonl, answer HTTP. "
+        "Needs the [serve] extra (pip install -e '.[serve]' in the edge-ad checkout; `edge-ad doctor` lists extras).",
         "Sources (--source, repeatable): 'http' (POST /v1/predict), 'folder:DIR' (hot folder), 'camera:N', "
         "'rtsp://...', a video file, or a GStreamer pipeline string ending in appsink (needs an OpenCV built with "
         "GStreamer, as JetPack's is; the pip wheel is not).",
@@ -83,6 +84,9 @@ def serve_command(
 
             typer.echo(systemd_unit([a for a in sys.argv[1:] if a != "--print-systemd"]), nl=False)
             return
+        from edge_ad.extras import require
+
+        require("serve", "edge-ad serve")  # one line naming the extra, before the server's imports could fail
         from edge_ad.serve.service import ServeConfig, run_service
 
         config = ServeConfig(

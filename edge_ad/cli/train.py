@@ -40,6 +40,10 @@ def run_train(
     option of another family is refused in one line rather than ignored."""
     from edge_ad.data.preprocess import Preprocessing
 
+    for name in ("epochs", "batch_size"):  # refused before anything is read or written
+        value = common.get(name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     family = FAMILIES.get(model)
     if family is None:
         raise UserError(f"unknown --model {model!r}; choose one of {', '.join(FAMILIES)}")

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from edge_ad.data.layout import DatasetError
+from edge_ad.extras import EXTRA_BY_NAME, missing_extra_message, pip_line
 from edge_ad.io import atomic_write_bytes
 from edge_ad.synthesis import params_for, synthesize
 
@@ -51,7 +52,7 @@ __all__ = [
     "render_photo_sample",
 ]
 
-INSTALL_HINT = "pip install 'edge-ad[photos]'"
+INSTALL_HINT = pip_line("photos")
 #: category -> file inside the scikit-image package's ``data`` folder
 PHOTO_CATEGORIES: dict[str, str] = {"brick": "brick.png", "grass": "grass.png", "gravel": "gravel.png"}
 SPLITS: tuple[str, ...] = ("tune", "report")
@@ -68,7 +69,8 @@ class PhotosUnavailable(DatasetError):
 def _package_dir() -> Path:
     spec = importlib.util.find_spec("skimage")  # finds the package without importing it (and scipy with it)
     if spec is None or spec.origin is None:
-        raise PhotosUnavailable(f"the photographs come with scikit-image, which is not installed: {INSTALL_HINT}")
+        message = missing_extra_message(EXTRA_BY_NAME["photos"], "scikit-image", "demo-data --source photos")
+        raise PhotosUnavailable(message)
     return Path(spec.origin).parent / "data"
 
 

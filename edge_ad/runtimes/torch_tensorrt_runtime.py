@@ -22,13 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_ad.extras import EXTRA_BY_NAME, MissingExtra, missing_extra_message
 from edge_ad.runtimes.base import AnomalyModel, check_batch
 from edge_ad.runtimes.torch_runtime import TorchRuntime
 
 PRECISIONS = ("fp32", "fp16")
 
 
-class TorchTensorRTUnavailable(RuntimeError):
+class TorchTensorRTUnavailable(MissingExtra, RuntimeError):
     """torch_tensorrt is not installed (or cannot load) here."""
 
 
@@ -36,10 +37,8 @@ def import_torch_tensorrt() -> Any:
     try:
         import torch_tensorrt
     except ImportError as exc:
-        raise TorchTensorRTUnavailable(
-            "the torch-tensorrt backend needs Torch-TensorRT: on a CUDA desktop install the CUDA build of torch, "
-            f"then pip install 'edge-ad[torch-tensorrt]' ({exc})"
-        ) from exc
+        message = missing_extra_message(EXTRA_BY_NAME["torch-tensorrt"], "torch_tensorrt", "--backend torch-tensorrt")
+        raise TorchTensorRTUnavailable(message) from exc
     return torch_tensorrt
 
 

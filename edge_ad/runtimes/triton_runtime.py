@@ -25,6 +25,7 @@ import numpy as np
 
 from edge_ad.artifacts import INPUT_NAME, OUTPUT_NAMES, ArtifactInfo
 from edge_ad.bundle import CONFIG_NAME, BundleError, check_artifact_current
+from edge_ad.extras import EXTRA_BY_NAME, missing_extra_message
 from edge_ad.runtimes.base import check_batch
 
 __all__ = ["TritonError", "TritonRuntime", "parse_target"]
@@ -60,8 +61,8 @@ def _client_module(protocol: str) -> Any:
             import tritonclient.grpc as module
         else:
             import tritonclient.http as module
-    except ImportError as exc:
-        raise TritonError(f"--backend triton needs tritonclient: pip install 'edge-ad[triton]' ({exc})") from None
+    except ImportError:
+        raise TritonError(missing_extra_message(EXTRA_BY_NAME["triton"], "tritonclient", "--backend triton")) from None
     return module
 
 

@@ -66,7 +66,7 @@ IMAGE_CONTENT_TYPES = frozenset(
         "application/octet-stream",
     }
 )
-PUBLIC_PATHS = ("/healthz", "/metrics")
+PUBLIC_PATHS = ("/healthz", "/metrics", "/favicon.ico")
 MAX_RESULTS = 500
 NAME_MAX = 200
 
@@ -333,6 +333,9 @@ def create_app(state: ServeState) -> Starlette:
             return FileResponse(index, headers={"Cache-Control": "no-store"})
         return HTMLResponse("<!doctype html><title>edge-ad</title><p>edge-ad serve is running; no live page installed.")
 
+    async def favicon(request: Request) -> Response:
+        return Response(status_code=204, headers={"Cache-Control": "max-age=86400"})
+
     routes: list[Any] = [
         Route("/v1/predict", predict, methods=["POST"]),
         Route("/healthz", healthz),
@@ -341,6 +344,7 @@ def create_app(state: ServeState) -> Starlette:
         Route("/v1/results", results),
         Route("/v1/latest/overlay.png", latest_overlay),
         Route("/", page),
+        Route("/favicon.ico", favicon),  # browsers ask for it on every visit: 204, not a 404 in the log
     ]
     if state.static_dir.is_dir():
         routes.append(Mount("/static", app=StaticFiles(directory=state.static_dir)))

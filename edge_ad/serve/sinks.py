@@ -16,6 +16,7 @@ from typing import Any
 from edge_ad.io import atomic_write_bytes
 from edge_ad.results import Prediction, overlay_png
 from edge_ad.serve.metrics import Metrics
+from edge_ad.serve.results_repair import repair_tail
 
 __all__ = ["SAVE_MODES", "OverlaySaver", "ResultsLog", "Sinks", "WebhookSink"]
 
@@ -65,7 +66,8 @@ class ResultsLog:
     """``OUT/results.jsonl``: one JSON line per input, flushed and fsync'd before the caller answers anyone.
 
     Rotated by size: ``results.jsonl`` -> ``results.jsonl.1`` -> ... -> ``results.jsonl.<keep>`` (oldest deleted).
-    A line cut short by a crash is closed with a newline on open, so the next record starts on its own line.
+    A torn tail left by a crash is moved aside on open (:func:`~edge_ad.serve.results_repair.repair_tail`), so the
+    file holds complete records only and the next one starts on its own line.
     """
 
     def __init__(self, path: str | os.PathLike[str], max_bytes: int = 100 * 2**20, keep: int = 5):
@@ -76,6 +78,7 @@ class ResultsLog:
         self.keep = int(keep)
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        repair_tail(self.path)
         self._fh = self._open()
 
     def _open(self) -> Any:

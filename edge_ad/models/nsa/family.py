@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from edge_ad.models.family import AnomalyModel, DemoRecipe, Family
+from edge_ad.models.family import DEMO_HOLDOUT, AnomalyModel, DemoRecipe, Family
 from edge_ad.models.nsa.schedule import CPU_DEMO_EPOCHS
 from edge_ad.postprocess.image_score import HeadDeclaration
 
@@ -53,7 +53,7 @@ def demo_train(
         category=category,
         preprocessing=Preprocessing(),
         model_cfg=model_cfg,
-        train_cfg=dataclasses.replace(NSA_CPU_DEMO, epochs=epochs, seed=seed),
+        train_cfg=dataclasses.replace(NSA_CPU_DEMO, epochs=epochs, seed=seed, holdout_fraction=DEMO_HOLDOUT),
         device=device,
         resume=resume,
         **extra,

@@ -9,7 +9,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from edge_ad.models.family import AnomalyModel, DemoRecipe, Family
+from edge_ad.models.family import DEMO_HOLDOUT, AnomalyModel, DemoRecipe, Family
 from edge_ad.postprocess.image_score import HeadDeclaration
 
 __all__ = ["DEMO_EPOCHS", "FAMILY", "PAPER_FPS"]
@@ -79,7 +79,7 @@ def demo_train(
         backbone=BackboneSpec(random=True),
         preprocessing=Preprocessing(),
         model_cfg=random_backbone_recipe(SimpleNetConfig()),
-        train_cfg=TrainConfig(epochs=epochs, seed=seed),
+        train_cfg=TrainConfig(epochs=epochs, seed=seed, holdout_fraction=DEMO_HOLDOUT),
         device=device,
         resume=resume,
         **extra,
