@@ -409,6 +409,9 @@ def demo(
 from edge_ad.serve.cli import serve_command  # noqa: E402 - torch-free; the server is imported when it runs
 
 app.command("serve")(serve_command)
+from edge_ad.cli_sdas import sdas_app  # noqa: E402 - torch-free until a command runs
+
+app.add_typer(sdas_app, name="sdas")
 
 
 @app.command("threshold")
