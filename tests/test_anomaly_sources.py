@@ -183,7 +183,11 @@ def test_nsa_generator_is_a_source() -> None:
     assert any(not e.patches for e in examples)  # and some from the Perlin blend
 
 
-def test_sources_need_no_torch() -> None:
+def test_sources_and_the_sdas_help_need_no_torch() -> None:
     assert_runs_without(
-        "import edge_ad.synthesis.sources, edge_ad.synthesis.patterns, edge_ad.synthesis.sdas", ["torch", "diffusers"]
+        "import edge_ad.synthesis.sources, edge_ad.synthesis.patterns, edge_ad.synthesis.sdas\n"
+        "from typer.testing import CliRunner\nfrom edge_ad.cli import app\n"
+        "r = CliRunner().invoke(app, ['sdas', 'sample', '--help'], terminal_width=200)\n"
+        "assert r.exit_code == 0 and '--strength' in r.output, r.output\n",
+        ["torch", "diffusers"],
     )

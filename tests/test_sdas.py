@@ -26,23 +26,28 @@ from edge_ad.synthesis.sdas.scheduler import StrengthDDPMScheduler, make_schedul
 runner = CliRunner()
 TINY = SdasConfig(
     image_size=32, block_out_channels=(8, 16), layers_per_block=1, attention_levels=(1,), attention_head_dim=8,
-    sample_steps=5, batch_size=4, train_steps=2, checkpoint_every=1,
+    sample_steps=5, batch_size=4, train_steps=2, checkpoint_every=1, learn_sigma=True,
 )  # fmt: skip
+FIXED = TINY.replace(learn_sigma=False)  # the cpu preset's fixed posterior variance
 
 
-@pytest.fixture(scope="module")
-def unet() -> torch.nn.Module:
+def _net(config: SdasConfig) -> torch.nn.Module:
     torch.manual_seed(0)
-    net = build_unet(TINY).eval()
+    net = build_unet(config).eval()
     with torch.no_grad():  # a fresh UNet's last conv is zero: give it an output so v and eps vary
         for p in net.conv_out.parameters():
             p.normal_(0, 0.2)
     return net
 
 
-def _library_scheduler() -> DDPMScheduler:
+@pytest.fixture(scope="module")
+def unet() -> torch.nn.Module:
+    return _net(TINY)
+
+
+def _library_scheduler(variance_type: str = "learned_range") -> DDPMScheduler:
     return DDPMScheduler(
-        num_train_timesteps=1000, beta_schedule="linear", variance_type="learned_range", timestep_spacing="linspace"
+        num_train_timesteps=1000, beta_schedule="linear", variance_type=variance_type, timestep_spacing="linspace"
     )
 
 
@@ -56,12 +61,15 @@ def _sample(net: torch.nn.Module, scheduler: DDPMScheduler, seed: int) -> torch.
     return x
 
 
-def test_strength_zero_is_the_library_sampler_bit_for_bit(unet: torch.nn.Module) -> None:
-    ours = make_scheduler(TINY)
+@pytest.mark.parametrize(("config", "variance_type"), [(TINY, "learned_range"), (FIXED, "fixed_small")])
+def test_strength_zero_is_the_library_sampler_bit_for_bit(config: SdasConfig, variance_type: str) -> None:
+    net = _net(config)
+    ours = make_scheduler(config)
+    assert ours.config.variance_type == variance_type
     ours.set_strength(0.0)
-    assert torch.equal(_sample(unet, ours, 5), _sample(unet, _library_scheduler(), 5))
+    assert torch.equal(_sample(net, ours, 5), _sample(net, _library_scheduler(variance_type), 5))
     ours.set_strength(0.15)
-    assert not torch.equal(_sample(unet, ours, 5), _sample(unet, _library_scheduler(), 5))
+    assert not torch.equal(_sample(net, ours, 5), _sample(net, _library_scheduler(variance_type), 5))
 
 
 def test_each_step_variance_scales_by_one_plus_s(unet: torch.nn.Module) -> None:
@@ -92,11 +100,19 @@ def test_per_image_strengths_and_fixed_variances(unet: torch.nn.Module) -> None:
     lib_x = _sample(unet, _library_scheduler(), 3)
     x = _sample(unet, ours, 3)
     assert torch.equal(x[0], lib_x[0]) and not torch.equal(x[1], lib_x[1])
-    fixed = StrengthDDPMScheduler(variance_type="fixed_small")
-    plain = DDPMScheduler(variance_type="fixed_small")
+    fixed, plain = make_scheduler(FIXED), _library_scheduler("fixed_small")
+    fixed.set_timesteps(20)
+    plain.set_timesteps(20)
     fixed.set_strength(0.3)
-    t = torch.tensor(500)
-    torch.testing.assert_close(fixed._get_variance(t), 1.3 * plain._get_variance(t))
+    out, x = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    for t in plain.timesteps[[0, 10, 18]]:
+        torch.testing.assert_close(fixed._get_variance(t), 1.3 * plain._get_variance(t))
+        base = plain.step(out, t, x, generator=torch.Generator().manual_seed(2)).prev_sample
+        wider = fixed.step(out, t, x, generator=torch.Generator().manual_seed(2)).prev_sample
+        z = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+        mu = base - plain._get_variance(t).sqrt() * z
+        torch.testing.assert_close(wider - mu, math.sqrt(1.3) * (base - mu), rtol=1e-3, atol=1e-5)
+    assert isinstance(fixed, StrengthDDPMScheduler)
     with pytest.raises(ValueError):
         ours.set_strength(-0.1)
 
@@ -123,6 +139,9 @@ def test_hybrid_loss_trains_eps_by_mse_and_v_by_the_bound(unet: torch.nn.Module)
     exact = torch.cat([noise, -torch.ones_like(x0)], 1)
     assert float(loss(exact, x0, x_t, noise, t)["vb"]) < 1e-5
     assert float(loss(torch.cat([noise, torch.ones_like(x0)], 1), x0, x_t, noise, t)["vb"]) > 1e-3
+    # a fixed variance: eps alone, the loss is the MSE
+    fixed = loss(noise + 0.5, x0, x_t, noise, t)
+    assert float(fixed["vb"]) == 0.0 and float(fixed["loss"]) == pytest.approx(0.25)
 
 
 def test_model_folder_round_trip_without_pickle(unet: torch.nn.Module, tmp_path: Path) -> None:
@@ -165,6 +184,8 @@ def test_parse_strength() -> None:
 
 def test_presets() -> None:
     assert preset("paper").image_size == 256 and preset("cpu").image_size < 256
+    assert preset("paper").learn_sigma and not preset("cpu").learn_sigma
+    assert build_unet(FIXED).config.out_channels == 3 and build_unet(TINY).config.out_channels == 6
     with pytest.raises(ValueError, match="choose one of"):
         preset("huge")
     with pytest.raises(ValueError):
@@ -214,3 +235,5 @@ def test_cli_trains_and_samples(tiny_demo: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["sdas", "sample", str(model), "-n", "2", "--steps", "2", "--out", str(tmp_path / "s")])
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "s").glob("sdas_*.png"))) == 2
+    again = runner.invoke(app, ["sdas", "sample", str(model), "-n", "1", "--out", str(tmp_path / "s")])
+    _one_line_error(again, "already holds SDAS samples")

@@ -61,7 +61,11 @@ class HybridLoss:
     def __call__(
         self, output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """``{"loss", "mse", "vb"}`` (batch means); ``output`` is the network's 2C channels (eps, v in [-1, 1])."""
+        """``{"loss", "mse", "vb"}`` (batch means); ``output`` is the network's 2C channels (eps, v in [-1, 1]), or
+        C channels (eps alone) for a fixed variance: then the loss is the MSE and vb is 0."""
+        if output.shape[1] == x0.shape[1]:
+            mse = ((output - noise) ** 2).mean()
+            return {"loss": mse, "mse": mse, "vb": torch.zeros_like(mse)}
         eps, v = torch.split(output, x0.shape[1], dim=1)
         mse = ((eps - noise) ** 2).mean(dim=(1, 2, 3))
         frac = (v + 1) / 2

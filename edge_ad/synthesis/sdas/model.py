@@ -23,14 +23,15 @@ FORMAT = "edge-ad-sdas/1"
 
 
 def build_unet(config: SdasConfig) -> UNet2DModel:
-    """The UNet of ``config``: 3 input channels, 6 outputs (eps and the variance interpolation v)."""
+    """The UNet of ``config``: 3 input channels; 6 outputs (eps and the variance interpolation v) with a learned
+    variance, else 3 (eps)."""
     levels = len(config.block_out_channels)
     down = tuple("AttnDownBlock2D" if i in config.attention_levels else "DownBlock2D" for i in range(levels))
     up = tuple("AttnUpBlock2D" if i in config.attention_levels else "UpBlock2D" for i in reversed(range(levels)))
     return UNet2DModel(
         sample_size=config.image_size,
         in_channels=3,
-        out_channels=6,
+        out_channels=6 if config.learn_sigma else 3,
         block_out_channels=config.block_out_channels,
         layers_per_block=config.layers_per_block,
         down_block_types=down,

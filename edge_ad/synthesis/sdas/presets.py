@@ -10,7 +10,9 @@ never depends on a library's private config keys. Torch-free.
   EMA and step count are this project's choices, not the reference's).
 - ``cpu``: 48 px, widths 32/64/64, one residual block per stage, attention at 12 px only (1.1 M parameters), 600
   steps of 8 images: about 10 minutes on 2 busy cores (1.1 s a step with one torch thread, which was faster than
-  two on a loaded machine; a quiet one is several times faster).
+  two on a loaded machine; a quiet one is several times faster). Its variance is the fixed posterior variance
+  (DDPM's ``fixed_small``), widened by (1 + s) the same way: in 600 steps the learned variance had not learned
+  anything (v the same at every t), and its samples kept heavy pixel noise that the fixed variance does not leave.
   It can learn the category's layout and colours (where the part sits, its outline, the background's tone); it
   cannot make fine texture (machining marks, weave, grain) at 48 px, and its samples are upsampled to the images
   they are blended into, so they are soft.
@@ -34,6 +36,7 @@ class SdasConfig:
     attention_levels: tuple[int, ...] = (2,)  # indices into block_out_channels (here 12 px)
     attention_head_dim: int = 32
     scale_shift: bool = False  # guided-diffusion's use_scale_shift_norm
+    learn_sigma: bool = False  # learned-range variance (the paper's); False: the fixed posterior variance
     num_train_timesteps: int = 1000
     beta_schedule: str = "linear"
     sample_steps: int = 20
@@ -88,6 +91,7 @@ PRESETS: dict[str, SdasConfig] = {
         attention_levels=(3, 4, 5),  # 32, 16 and 8 px at 256 px input
         attention_head_dim=64,
         scale_shift=True,
+        learn_sigma=True,
         batch_size=8,
         learning_rate=1e-4,
         train_steps=40_000,

@@ -83,13 +83,16 @@ def write_samples(
     steps: int | None = None,
     device: str = "cpu",
 ) -> list[Path]:
-    """Write ``n`` samples as ``OUT/sdas_0000.png ...`` and ``OUT/samples.json`` (file -> strength)."""
+    """Write ``n`` samples as ``OUT/sdas_0000.png ...`` and ``OUT/samples.json`` (file -> strength); a folder that
+    already holds samples is refused, so one folder is always one run."""
     if n < 1:
         raise ValueError(f"-n must be >= 1, got {n}")
     if steps is not None and steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")
-    unet, config, info = load_model(model)
     out = Path(out_dir)
+    if out.is_dir() and any(out.glob("sdas_*.png")):
+        raise FileExistsError(f"{out} already holds SDAS samples (one folder, one run); choose another --out")
+    unet, config, info = load_model(model)
     out.mkdir(parents=True, exist_ok=True)
     paths, record = [], {}
     it = sample_images(unet, config, n, strength, seed=seed, batch_size=batch_size, steps=steps, device=device)

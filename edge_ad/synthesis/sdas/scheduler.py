@@ -49,11 +49,12 @@ class StrengthDDPMScheduler(DDPMScheduler):
 
 
 def make_scheduler(config: SdasConfig) -> StrengthDDPMScheduler:
-    """The training and sampling schedule of ``config``: learned-range variance, x0 clipped when sampling, and
-    evenly spaced respacing that keeps both ends (t = T-1 and 0), as guided-diffusion's ``space_timesteps``."""
+    """The training and sampling schedule of ``config``: learned-range variance (or the fixed posterior variance
+    without ``learn_sigma``), x0 clipped when sampling, and evenly spaced respacing that keeps both ends (t = T-1
+    and 0), as guided-diffusion's ``space_timesteps``."""
     return StrengthDDPMScheduler(
         num_train_timesteps=config.num_train_timesteps,
         beta_schedule=config.beta_schedule,
-        variance_type="learned_range",
+        variance_type="learned_range" if config.learn_sigma else "fixed_small",
         timestep_spacing="linspace",
     )
