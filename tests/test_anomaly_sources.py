@@ -18,6 +18,7 @@ from edge_ad.synthesis.sources import (
     NsaSource,
     PerlinBlendSource,
     SourceMix,
+    anomaly_mix,
     blend,
     object_background,
 )
@@ -181,6 +182,22 @@ def test_nsa_generator_is_a_source() -> None:
     assert len(nsa) == 4 and all(e.mask.any() for e in examples)
     assert any(e.patches for e in examples)  # some came from NSA (it records its patches)
     assert any(not e.patches for e in examples)  # and some from the Perlin blend
+
+
+def test_anomaly_mix_uses_what_the_user_gave(tmp_path: Path) -> None:
+    images = [_noise_image(i) for i in range(4)]
+    sdas = _write_folder(tmp_path / "sdas", [_noise_image(50), _noise_image(51)])
+    textures = _write_folder(tmp_path / "dtd", [_noise_image(60)])
+    alone = anomaly_mix(images, background=None)  # nothing given: the category's own images as textures
+    assert [type(s.patterns).__name__ for s in alone.sources] == ["CategoryPatterns"]  # type: ignore[attr-defined]
+    assert alone.sources[0].delta == TEXTURE_DELTA  # type: ignore[attr-defined]
+    sdas_only = anomaly_mix(images, background=None, sdas=sdas)
+    assert [s.delta for s in sdas_only.sources] == [SDAS_DELTA]  # type: ignore[attr-defined]
+    full = anomaly_mix(images, background=None, sdas=sdas, textures=textures, nsa=params_for(None, "texture"))
+    assert [type(s).__name__ for s in full.sources] == ["PerlinBlendSource", "PerlinBlendSource", "NsaSource"]
+    assert full.sources[1].patterns.jitter and full.normal_share == 0.5  # type: ignore[attr-defined]
+    examples = [full.example(i % 4, example_rng(4, i)) for i in range(40)]
+    assert 8 <= sum(e.mask.any() for e in examples) <= 32
 
 
 def test_sources_and_the_sdas_help_need_no_torch() -> None:

@@ -11,6 +11,7 @@ for object categories) and delta the opacity drawn from the source's range (SDAS
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -19,8 +20,8 @@ import numpy as np
 from edge_ad.synthesis.foreground import estimate_background, foreground_mask
 from edge_ad.synthesis.generator import NsaGenerator
 from edge_ad.synthesis.nsa import Synthetic, _check_image
-from edge_ad.synthesis.params import AUTO, Background, Kind, params_for
-from edge_ad.synthesis.patterns import PatternSource
+from edge_ad.synthesis.params import AUTO, Background, Kind, NsaParams, params_for
+from edge_ad.synthesis.patterns import CategoryPatterns, FolderPatterns, PatternSource
 from edge_ad.synthesis.perlin import MAX_SCALE, perlin_mask
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "NsaSource",
     "PerlinBlendSource",
     "SourceMix",
+    "anomaly_mix",
     "blend",
     "object_background",
 ]
@@ -160,3 +162,32 @@ class SourceMix:
             return Synthetic(image=image.copy(), label=zeros.astype(np.float32), mask=zeros)
         pick = int(rng.choice(len(self.sources), p=self.weights))
         return self.sources[pick].example(index, rng)
+
+
+def anomaly_mix(
+    images: Sequence[np.ndarray],
+    *,
+    background: Background | None,
+    sdas: str | os.PathLike[str] | None = None,
+    textures: str | os.PathLike[str] | None = None,
+    nsa: NsaParams | None = None,
+    normal_share: float = 0.5,
+) -> SourceMix:
+    """RealNet's training anomalies over ``images``, from what the user gave, each source weighted equally:
+
+    - ``sdas``: a folder of SDAS/SIA samples, Perlin-blended with opacity 0.5-1.0;
+    - ``textures``: a texture folder (turned and mirrored), opacity 0.2-1.0; with neither folder the category's own
+      images stand in for textures, so training needs no download;
+    - ``nsa``: NSA patches with these parameters, beside the blends.
+
+    ``background`` cuts the masks to the object (see :func:`object_background`; None for textures).
+    """
+    sources: list[tuple[AnomalySource, float]] = []
+    if sdas is not None:
+        sources.append((PerlinBlendSource(images, FolderPatterns(sdas), SDAS_DELTA, background=background), 1.0))
+    if textures is not None or sdas is None:
+        patterns = CategoryPatterns(images) if textures is None else FolderPatterns(textures, jitter=True)
+        sources.append((PerlinBlendSource(images, patterns, TEXTURE_DELTA, background=background), 1.0))
+    if nsa is not None:
+        sources.append((NsaSource(NsaGenerator(images, nsa)), 1.0))
+    return SourceMix(images, sources, normal_share=normal_share)
