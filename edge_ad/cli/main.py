@@ -411,6 +411,9 @@ def demo(
 from edge_ad.cli.serve import serve_command  # noqa: E402 - torch-free; the server is imported when it runs
 
 app.command("serve")(serve_command)
+from edge_ad.cli.sdas import sdas_app  # noqa: E402 - torch-free until a command runs
+
+app.add_typer(sdas_app, name="sdas")
 
 
 @app.command("threshold")
