@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_ad.bench import machine_info
+from edge_ad.bench.run import machine_info
 from edge_ad.io import atomic_write_json
 from edge_ad.postprocess.gaussian import SIGMA, TRUNCATE, gaussian_taps
 from edge_ad.postprocess.numpy_ops import (

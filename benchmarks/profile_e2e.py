@@ -32,11 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_ad.bench import machine_info
+from edge_ad.bench.run import machine_info
 from edge_ad.bundle import read_bundle
 from edge_ad.data.images import list_images, read_image
-from edge_ad.export.onnx_graph import graph_flops
 from edge_ad.io import atomic_write_json
+from edge_ad.onnx_tools.onnx_graph import graph_flops
 from edge_ad.postprocess.image_score import HeadDeclaration
 from edge_ad.postprocess.numpy_ops import postprocess
 

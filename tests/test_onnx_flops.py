@@ -8,7 +8,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edge_ad.export.onnx_graph import graph_flops, node_macs  # noqa: E402
+from edge_ad.onnx_tools.onnx_graph import graph_flops, node_macs  # noqa: E402
 
 # Per image (the graph runs a batch of 2; the count is per image):
 #   conv      X[3,8,8] * W[4,3,3,3], pad 1       -> [4,8,8]    4*8*8 outputs x 3*3*3   = 6912 MACs (backbone)
