@@ -243,7 +243,7 @@ def test_offline_imagenet_download_is_one_line(
 
 
 def test_download_with_a_wrong_hash_is_refused_and_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edge_ad.models.wide_resnet import BackboneWeightsError, download_imagenet_weights
+    from edge_ad.models.backbones.wide_resnet import BackboneWeightsError, download_imagenet_weights
 
     payload = b"an intercepting proxy's login page"
     assert not hashlib.sha256(payload).hexdigest().startswith("95faca4d")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from edge_ad.models.wide_resnet import (
+from edge_ad.models.backbones.wide_resnet import (
     RANDOM_INITS,
     Bottleneck,
     WideResNet50Trunk,

@@ -208,7 +208,7 @@ def test_random_backbone_must_be_explicit(tiny_demo: Path, tmp_path: Path) -> No
 
 def test_backbone_weights_file_is_loaded(tiny_demo: Path, tmp_path: Path) -> None:
     """A user's torchvision-format checkpoint (here: random, saved as .pth with layer4/fc extras) loads as is."""
-    from edge_ad.models.wide_resnet import WideResNet50Trunk, state_dict_sha256
+    from edge_ad.models.backbones.wide_resnet import WideResNet50Trunk, state_dict_sha256
 
     torch.manual_seed(11)
     trunk = WideResNet50Trunk()

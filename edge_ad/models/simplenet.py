@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edge_ad.models.wide_resnet import FEATURE_LAYERS, LAYER_CHANNELS, LAYER_STRIDES, WideResNet50Trunk
+from edge_ad.models.backbones.wide_resnet import FEATURE_LAYERS, LAYER_CHANNELS, LAYER_STRIDES, WideResNet50Trunk
 from edge_ad.postprocess.torch_ops import AnomalyMapHead
 
 SCORE_MODES = ("negative", "two_sided")

@@ -14,7 +14,7 @@ from edge_ad.bundle import file_sha256
 from edge_ad.data.images import read_image
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
-from edge_ad.models.wide_resnet import (
+from edge_ad.models.backbones.wide_resnet import (
     DEFAULT_RANDOM_INIT,
     IMAGENET_WEIGHTS,
     check_random_init,
