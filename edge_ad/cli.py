@@ -48,9 +48,17 @@ def train(
     data: Path = typer.Argument(..., help="MVTec AD root, a category folder, or a folder of good images."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write."),
     category: str = typer.Option(None, "--category", help="Category under DATA (MVTec layout)."),
+    backbone: str = typer.Option(
+        None,
+        help="SimpleNet backbone: efficientnet_lite0 (default; ImageNet weights from the [train] extra), "
+        "efficientnet_lite1/2, or wide_resnet50_2 (the paper's; needs --backbone-weights or --random-backbone).",
+    ),
+    layers: str = typer.Option(
+        None, help="Backbone levels, comma-separated (default: its stride-8 and stride-16 ones, e.g. block4,block10)."
+    ),
     backbone_weights: str = typer.Option(
         None,
-        help="WideResNet50-2 ImageNet weights: a .pth/.safetensors file, or 'imagenet1k_v1' to download.",
+        help="Backbone weights: a .pth/.safetensors file, or for wide_resnet50_2 'imagenet1k_v1' to download.",
     ),
     random_backbone: bool = typer.Option(False, help="Use randomly initialised backbone weights (demo/testing)."),
     random_init: str = typer.Option(
@@ -118,7 +126,8 @@ def train(
         },
         family_options={
             "simplenet": {
-                "backbone_weights": backbone_weights, "random_backbone": random_backbone, "random_init": random_init,
+                "backbone": backbone, "layers": layers, "backbone_weights": backbone_weights,
+                "random_backbone": random_backbone, "random_init": random_init,
                 "noise_std": noise_std, "score_mode": score_mode, "adapter_lr": adapter_lr, "disc_lr": disc_lr,
             },
             "nsa": {"preset": preset, "label": label, "blend": blend},

@@ -66,10 +66,13 @@ def _train_simplenet(
     from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
     from edge_ad.training.trainer import TrainConfig
 
+    from edge_ad.models.backbones import DEFAULT_BACKBONE
+
     weights, random_backbone = options.get("backbone_weights"), bool(options.get("random_backbone"))
-    if (weights is None) == (not random_backbone):
-        raise UserError("choose a backbone: --backbone-weights PATH|imagenet1k_v1, or --random-backbone")
-    model_cfg = SimpleNetConfig()
+    if weights is not None and random_backbone:
+        raise UserError("--backbone-weights and --random-backbone exclude each other")
+    layers = tuple(x.strip() for x in (options.get("layers") or "").split(",") if x.strip())
+    model_cfg = SimpleNetConfig(backbone=options.get("backbone") or DEFAULT_BACKBONE, layers=layers)
     if random_backbone:
         random_backbone_recipe(model_cfg)
         err.print("[yellow]random backbone:[/] weights are not pretrained; the demo recipe is used (see README)")

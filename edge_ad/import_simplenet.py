@@ -22,14 +22,14 @@ from torch import nn
 
 from edge_ad.data.images import list_images, read_image
 from edge_ad.data.preprocess import Preprocessing
-from edge_ad.models.registry import save_model
-from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
 from edge_ad.models.backbones.wide_resnet import (
     WideResNet50Trunk,
     load_backbone_weights,
     read_state_dict,
     state_dict_sha256,
 )
+from edge_ad.models.registry import save_model
+from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig
 from edge_ad.runtimes.torch_runtime import TorchRuntime
 from edge_ad.thresholds import good_image_statistics
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig, _mean_run_weight
 from edge_ad.models.backbones.wide_resnet import WideResNet50Trunk, recalibrate_batchnorm
+from edge_ad.models.simplenet import SimpleNet, SimpleNetConfig, _mean_run_weight
 
 
 def spec_features(layer2: torch.Tensor, layer3: torch.Tensor) -> torch.Tensor:
