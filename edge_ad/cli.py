@@ -393,11 +393,13 @@ def doctor(
 def demo(
     root: Path = typer.Argument(Path("edge-ad-demo"), help="Working folder for data, model and results."),
     category: str = typer.Option(None, help="Demo category (default: brushed_metal)."),
-    model: str = typer.Option("simplenet", "--model", help="Model family: simplenet or nsa."),
+    model: str = typer.Option(
+        "simplenet", "--model", help="simplenet (pretrained EfficientNet-Lite0), simplenet-random (random WRN50), nsa."
+    ),
     epochs: int = typer.Option(None, help="Default: the family's short CPU schedule (SimpleNet 30, NSA 60)."),
     seed: int = typer.Option(0),
 ) -> None:
-    """The main job end to end: demo data -> train (SimpleNet on a random backbone, or NSA) -> eval -> predict."""
+    """The main job end to end: demo data -> train (SimpleNet on pretrained Lite0, or NSA) -> eval -> predict."""
     from edge_ad.quickstart import DEMO_RECIPES, run_demo
 
     recipe = DEMO_RECIPES.get(model)

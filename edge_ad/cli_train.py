@@ -62,11 +62,10 @@ def _train_simplenet(
     options: dict[str, Any],
     run: dict[str, Any],
 ) -> None:
+    from edge_ad.models.backbones import DEFAULT_BACKBONE
     from edge_ad.models.simplenet import SimpleNetConfig
     from edge_ad.training.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
     from edge_ad.training.trainer import TrainConfig
-
-    from edge_ad.models.backbones import DEFAULT_BACKBONE
 
     weights, random_backbone = options.get("backbone_weights"), bool(options.get("random_backbone"))
     if weights is not None and random_backbone:

@@ -194,8 +194,13 @@ def test_train_bundle_resume_extends_a_kept_run(tiny_demo: Path, tmp_path: Path)
 
 
 def test_random_backbone_must_be_explicit(tiny_demo: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="choose the backbone explicitly"):
-        BackboneSpec()
+    # WideResNet50 (the config's default, the paper's) has no installed weights: no silent fallback to random ones
+    with pytest.raises(ValueError, match="choose a backbone"):
+        train_bundle(tiny_demo, tmp_path / "m", backbone=BackboneSpec(), train_cfg=TrainConfig(epochs=1))
+    with pytest.raises(ValueError, match="exclude each other"):
+        BackboneSpec(weights="x.pth", random=True)
+    with pytest.raises(ValueError, match="only re-estimated for random weights"):
+        BackboneSpec(recalibrate_bn=True)
     with pytest.raises(ValueError, match="not found"):
         train_bundle(
             tiny_demo,
