@@ -69,7 +69,9 @@ def train(
     no_crop: bool = typer.Option(False, help="Resize straight to image-size, no crop (texture categories)."),
     epochs: int = typer.Option(None, help="Passes over the training set (SimpleNet paper: 160; NSA: its preset's)."),
     batch_size: int = typer.Option(None, help="Images per step (SimpleNet: 8; NSA: its preset's)."),
-    noise_std: float = typer.Option(None, help="Anomaly noise sigma (paper 0.015; random-backbone recipe 0.2)."),
+    noise_std: float = typer.Option(
+        None, help="Anomaly noise sigma (default: the backbone's: WRN50 0.015 as the paper, Lite 0.3; random 0.2)."
+    ),
     score_mode: str = typer.Option(None, help="negative (paper: -D) or two_sided (|D - c|)."),
     adapter_lr: float = typer.Option(None, help="SimpleNet adapter learning rate (paper 1e-4)."),
     disc_lr: float = typer.Option(None, help="SimpleNet discriminator learning rate (paper 2e-4)."),

@@ -59,7 +59,7 @@ class SimpleNetConfig:
     adapter_bias: bool = True  # paper: no bias; authors' code: bias (default)
     disc_hidden: int = 1024
     leaky_slope: float = 0.2
-    noise_std: float = 0.015
+    noise_std: float | None = None  # None: the backbone's (the paper's 0.015 for WideResNet50, 0.3 for Lite)
     mix_noise: int = 1
     # "negative": patch score = -D (the paper). "two_sided": |D - score_center|, with the centre taken from
     # good training features; see README ("Random backbones") for when and why.
@@ -76,6 +76,8 @@ class SimpleNetConfig:
             self.pretrain_embed_dim = backbone.simplenet_embed_dim
         if self.target_embed_dim is None:
             self.target_embed_dim = self.pretrain_embed_dim or sum(channels)
+        if self.noise_std is None:
+            self.noise_std = backbone.simplenet_noise_std
         if self.score_mode not in SCORE_MODES:
             raise ValueError(f"score_mode must be one of {SCORE_MODES}, got {self.score_mode!r}")
         if self.patch_size % 2 != 1:
