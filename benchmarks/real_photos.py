@@ -67,6 +67,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lite2": {"backbone": "efficientnet_lite2"},
     "lite0_whole": {"backbone": "efficientnet_lite0", "preprocessing": {"resize": None, "image_size": 224}},
     "lite2_whole": {"backbone": "efficientnet_lite2", "preprocessing": {"resize": None, "image_size": 224}},
+    # the lite0 weights re-scored with |D - median D on good training patches| (``--rescore lite0``)
+    "lite0_two_sided": {"backbone": "efficientnet_lite0", "score_mode": "two_sided"},
+    # the paper's noise sigma scaled down by 3 (Lite's default 0.3 was chosen on the demo's brushed_metal)
+    "lite0_noise01": {"backbone": "efficientnet_lite0", "noise_std": 0.1},
 }
 
 
