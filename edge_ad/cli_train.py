@@ -74,7 +74,7 @@ def _train_simplenet(
     model_cfg = SimpleNetConfig(backbone=options.get("backbone") or DEFAULT_BACKBONE, layers=layers)
     if random_backbone:
         random_backbone_recipe(model_cfg)
-        err.print("[yellow]random backbone:[/] weights are not pretrained; the random-backbone recipe is used (see README)")
+        err.print("[yellow]random backbone:[/] weights are not pretrained; the random-backbone recipe is used (README)")
     overrides = _given({"noise_std": options.get("noise_std"), "score_mode": options.get("score_mode")})
     model_cfg = dataclasses.replace(model_cfg, **overrides)  # replace() re-runs the config's validation
     train_cfg = TrainConfig(
