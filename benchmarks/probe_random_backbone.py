@@ -31,8 +31,8 @@ from edge_ad.datasets.demo import make_demo_dataset  # noqa: E402
 from edge_ad.evaluation.evaluate import sample_mask  # noqa: E402
 from edge_ad.evaluation.metrics import auroc, pixel_auroc  # noqa: E402
 from edge_ad.io import atomic_write_json  # noqa: E402
+from edge_ad.models.backbones.wide_resnet import RANDOM_INITS, init_random_trunk, recalibrate_batchnorm  # noqa: E402
 from edge_ad.models.simplenet.model import SimpleNet, SimpleNetConfig  # noqa: E402
-from edge_ad.models.wide_resnet import RANDOM_INITS, init_random_trunk, recalibrate_batchnorm  # noqa: E402
 from edge_ad.postprocess.numpy_ops import postprocess  # noqa: E402
 
 

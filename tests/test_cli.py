@@ -45,9 +45,16 @@ def test_demo_data_command(tmp_path: Path) -> None:
 
 
 def test_train_requires_a_backbone_choice(tiny_demo: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["train", str(tiny_demo), "--out", str(tmp_path / "m")])
+    """The paper's WideResNet50 has no installed weights: a file, a download or --random-backbone must be named
+    (the default backbone, EfficientNet-Lite0, brings its ImageNet weights from the package index)."""
+    args = ["train", str(tiny_demo), "--out", str(tmp_path / "m"), "--backbone", "wide_resnet50_2"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 2
-    assert "choose a backbone" in result.output
+    assert "choose a backbone" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, [*args, "--random-backbone", "--backbone-weights", "x.pth"])
+    assert result.exit_code == 2 and "exclude each other" in result.output
+    result = runner.invoke(app, [*args[:-1], "efficientnet_lite0", "--layers", "layer2,layer3"])
+    assert result.exit_code == 2 and "no feature level 'layer2'" in result.output
 
 
 def test_eval_writes_metrics(cli_bundle: Path, tiny_demo: Path) -> None:

@@ -18,13 +18,13 @@ from edge_ad.cli.main import app
 from edge_ad.data.images import read_image
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.detector import Detector
+from edge_ad.models.backbones.wide_resnet import WideResNet50Trunk
 from edge_ad.models.simplenet.import_checkpoint import (
     CheckpointError,
     apply_authors_bn_drift,
     default_resize,
     import_checkpoint,
 )
-from edge_ad.models.wide_resnet import WideResNet50Trunk
 from tests.test_simplenet_model import spec_features
 
 

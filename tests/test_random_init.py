@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from edge_ad.models.simplenet.pipeline import BackboneSpec
-from edge_ad.models.wide_resnet import (
+from edge_ad.models.backbones.wide_resnet import (
     RANDOM_INITS,
     Bottleneck,
     WideResNet50Trunk,
     init_random_trunk,
 )
+from edge_ad.models.simplenet.pipeline import BackboneSpec
 
 
 def _trunk(seed: int = 0) -> WideResNet50Trunk:

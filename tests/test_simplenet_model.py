@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from edge_ad.models.backbones.wide_resnet import WideResNet50Trunk, recalibrate_batchnorm
 from edge_ad.models.simplenet.model import SimpleNet, SimpleNetConfig, _mean_run_weight
-from edge_ad.models.wide_resnet import WideResNet50Trunk, recalibrate_batchnorm
 
 
 def spec_features(layer2: torch.Tensor, layer3: torch.Tensor) -> torch.Tensor:

@@ -187,14 +187,17 @@ def test_synthetic_f1_rule_on_new_images(
     import edge_ad.runtimes.torch_runtime as torch_runtime
     from edge_ad.synthesis.params import NsaParams, params_for
     from edge_ad.synthesis.validation import build_validation_set
-    from edge_ad.thresholds.rethreshold import rethreshold
+    from edge_ad.thresholds.rethreshold import result_lines, rethreshold
 
     good, batch = _good_batch(private_bundle, new_good)
     fake = _NearestGood(batch, constant)
     monkeypatch.setattr(torch_runtime, "TorchRuntime", lambda model, device="cpu", **_: fake)
-    if constant:  # a model that tells nothing apart: F1 is best when everything is flagged, which is refused
-        with pytest.raises(ValueError, match="calls every good image anomalous"):
-            rethreshold(private_bundle, new_good, rule="synthetic-f1", seed=11, per_image=2)
+    if constant:  # a model that tells nothing apart (AUROC 0.5): the set is not used, good-sigma is, and it says so
+        result = rethreshold(private_bundle, new_good, rule="synthetic-f1", seed=11, per_image=2, dry_run=True)
+        assert result["rule"] == "good-sigma" and result["synthetic"] is None
+        line = "--rule synthetic-f1: the synthetic validation set cannot separate (image AUROC 0.5000"
+        assert line in result["fallback"]
+        assert "good-sigma" in result["fallback"] and result["fallback"] in result_lines(result)
         return
     before = read_bundle(private_bundle)
     result = rethreshold(private_bundle, new_good, rule="synthetic-f1", seed=11, per_image=2)

@@ -188,8 +188,13 @@ def test_train_bundle_resume_extends_a_kept_run(tiny_demo: Path, tmp_path: Path)
 
 
 def test_random_backbone_must_be_explicit(tiny_demo: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="choose the backbone explicitly"):
-        BackboneSpec()
+    # WideResNet50 (the config's default, the paper's) has no installed weights: no silent fallback to random ones
+    with pytest.raises(ValueError, match="choose a backbone"):
+        train_bundle(tiny_demo, tmp_path / "m", backbone=BackboneSpec(), train_cfg=TrainConfig(epochs=1))
+    with pytest.raises(ValueError, match="exclude each other"):
+        BackboneSpec(weights="x.pth", random=True)
+    with pytest.raises(ValueError, match="only re-estimated for random weights"):
+        BackboneSpec(recalibrate_bn=True)
     with pytest.raises(ValueError, match="not found"):
         train_bundle(
             tiny_demo,
@@ -202,7 +207,7 @@ def test_random_backbone_must_be_explicit(tiny_demo: Path, tmp_path: Path) -> No
 
 def test_backbone_weights_file_is_loaded(tiny_demo: Path, tmp_path: Path) -> None:
     """A user's torchvision-format checkpoint (here: random, saved as .pth with layer4/fc extras) loads as is."""
-    from edge_ad.models.wide_resnet import WideResNet50Trunk, state_dict_sha256
+    from edge_ad.models.backbones.wide_resnet import WideResNet50Trunk, state_dict_sha256
 
     torch.manual_seed(11)
     trunk = WideResNet50Trunk()

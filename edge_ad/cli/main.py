@@ -54,9 +54,17 @@ def train(
     data: Path = typer.Argument(..., help="MVTec AD root, a category folder, or a folder of good images."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write."),
     category: str = typer.Option(None, "--category", help="Category under DATA (MVTec layout)."),
+    backbone: str = typer.Option(
+        None,
+        help="SimpleNet backbone: efficientnet_lite0 (default; ImageNet weights from the [train] extra), "
+        "efficientnet_lite1/2, or wide_resnet50_2 (the paper's; needs --backbone-weights or --random-backbone).",
+    ),
+    layers: str = typer.Option(
+        None, help="Backbone levels, comma-separated (default: its stride-8 and stride-16 ones, e.g. block4,block10)."
+    ),
     backbone_weights: str = typer.Option(
         None,
-        help="WideResNet50-2 ImageNet weights: a .pth/.safetensors file, or 'imagenet1k_v1' to download.",
+        help="Backbone weights: a .pth/.safetensors file, or for wide_resnet50_2 'imagenet1k_v1' to download.",
     ),
     random_backbone: bool = typer.Option(False, help="Use randomly initialised backbone weights (demo/testing)."),
     random_init: str = typer.Option(
@@ -67,7 +75,9 @@ def train(
     no_crop: bool = typer.Option(False, help="Resize straight to image-size, no crop (texture categories)."),
     epochs: int = typer.Option(None, help="Passes over the training set (SimpleNet paper: 160; NSA: its preset's)."),
     batch_size: int = typer.Option(None, help="Images per step (SimpleNet: 8; NSA: its preset's)."),
-    noise_std: float = typer.Option(None, help="Anomaly noise sigma (paper 0.015; random-backbone recipe 0.2)."),
+    noise_std: float = typer.Option(
+        None, help="Anomaly noise sigma (default: the backbone's: WRN50 0.015 as the paper, Lite 0.3; random 0.2)."
+    ),
     score_mode: str = typer.Option(None, help="negative (paper: -D) or two_sided (|D - c|)."),
     adapter_lr: float = typer.Option(None, help="SimpleNet adapter learning rate (paper 1e-4)."),
     disc_lr: float = typer.Option(None, help="SimpleNet discriminator learning rate (paper 2e-4)."),
@@ -124,7 +134,8 @@ def train(
         },
         family_options=family_options(
             {
-                "backbone_weights": backbone_weights, "random_backbone": random_backbone, "random_init": random_init,
+                "backbone": backbone, "layers": layers, "backbone_weights": backbone_weights,
+                "random_backbone": random_backbone, "random_init": random_init,
                 "noise_std": noise_std, "score_mode": score_mode, "adapter_lr": adapter_lr, "disc_lr": disc_lr,
                 "preset": preset, "label": label, "blend": blend,
             }
@@ -386,11 +397,13 @@ def doctor(
 def demo(
     root: Path = typer.Argument(Path("edge-ad-demo"), help="Working folder for data, model and results."),
     category: str = typer.Option(None, help="Demo category (default: brushed_metal)."),
-    model: str = typer.Option("simplenet", "--model", help="Model family: simplenet or nsa."),
+    model: str = typer.Option(
+        "simplenet", "--model", help="simplenet (pretrained EfficientNet-Lite0), simplenet-random (random WRN50), nsa."
+    ),
     epochs: int = typer.Option(None, help="Default: the family's short CPU schedule (SimpleNet 30, NSA 60)."),
     seed: int = typer.Option(0),
 ) -> None:
-    """The main job end to end: demo data -> train (SimpleNet on a random backbone, or NSA) -> eval -> predict."""
+    """The main job end to end: demo data -> train (SimpleNet on pretrained Lite0, or NSA) -> eval -> predict."""
     from edge_ad.cli.demo import DEMO_RECIPES, run_demo
 
     recipe = DEMO_RECIPES.get(model)

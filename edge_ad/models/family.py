@@ -19,7 +19,7 @@ from typing import Any
 from edge_ad.postprocess.image_score import HeadDeclaration
 from edge_ad.runtimes.base import AnomalyModel, InferenceGraph
 
-__all__ = ["DEMO_HOLDOUT", "AnomalyModel", "DemoRecipe", "Family", "InferenceGraph", "TrainCommand"]
+__all__ = ["DEMO_HOLDOUT", "AnomalyModel", "DemoRecipe", "DemoTrain", "Family", "InferenceGraph", "TrainCommand"]
 
 #: The demo's held-out fraction of its 64 good images: round(64 * 0.16) = 10 held out for the verdict threshold (the
 #: fewest the threshold warning accepts, edge_ad.bundle.MIN_THRESHOLD_IMAGES) and 54 trained on, so the demo's
@@ -53,7 +53,8 @@ class Family:
 
     ``build(info)`` makes the untrained model a bundle's ``config.json`` describes (the bundle loader fills in the
     weights); ``train`` is ``edge-ad train --model NAME``; ``options`` the ``edge-ad train`` options only this family
-    takes (another family's are refused, with ``option_note`` saying why); ``demo`` the ``edge-ad demo`` recipe;
+    takes (another family's are refused, with ``option_note`` saying why); ``demo`` the ``edge-ad demo`` recipe
+    (``more_demos``: other named recipes of the family, e.g. SimpleNet's former random-backbone demo);
     ``paper_fps`` the published speed ``edge-ad bench`` compares with (None: no ratio); ``head`` what the family's
     graph declares about its post-processing (image score, smoothing sigma), checked against the graph by the tests.
     Importing a family's record must not import torch: its callables import the heavy parts when they run.
@@ -68,3 +69,4 @@ class Family:
     option_note: str = ""
     demo: DemoRecipe | None = None
     paper_fps: float | None = None
+    more_demos: tuple[tuple[str, DemoRecipe], ...] = ()  # further ``edge-ad demo --model NAME`` recipes

@@ -35,9 +35,12 @@ from edge_ad.bundle import (
 )
 from edge_ad.data.images import list_images
 from edge_ad.io import atomic_write_json
+from edge_ad.progress import console
 from edge_ad.runtimes.scoring import score_batches
+from edge_ad.synthesis.separation import no_separation_line, separates
 from edge_ad.thresholds.rules import (
     DEFAULT_RULE,
+    GOOD_SIGMA,
     RULES,
     SYNTHETIC_F1,
     good_statistics,
@@ -93,9 +96,16 @@ def rethreshold(
     k = float(sigmas) if sigmas is not None else recorded_sigmas(info.training)
     stats = good_statistics(scores, maps, k)
     synthetic = None
+    fallback = ""
     if rule == SYNTHETIC_F1:
         image_stats, synthetic = _synthetic_f1(info, scored, seed, per_image, kind)
-        stats["image"] = image_stats
+        figures = {"image AUROC": synthetic.get("image_auroc"), "pixel AUROC": synthetic.get("pixel_auroc")}
+        if image_stats is not None:
+            stats["image"] = image_stats
+        else:  # the model does not tell these anomalies from good images: the F1-best cut would be noise
+            fallback = no_separation_line("--rule synthetic-f1", figures, f"good-sigma (k = {k:g}) used instead")
+            console.log(fallback)
+            rule, synthetic = GOOD_SIGMA, None
     old = _old_threshold(info)
     new_value = float(stats["image"]["threshold"])
     if not math.isfinite(new_value):
@@ -127,6 +137,7 @@ def rethreshold(
         "images": len(names),
         "rejected": scored["rejected"],
         "synthetic": synthetic,
+        "fallback": fallback,
         "dry_run": dry_run,
         "exports": _disagreeing_exports(info.path, new_value),
         "stale_exports": [],
@@ -176,8 +187,10 @@ def _score_good(info: BundleInfo, paths: list[Path], device: str, batch_size: in
 
 def _synthetic_f1(
     info: BundleInfo, scored: dict[str, Any], seed: int | None, per_image: int | None, kind: str | None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The F1-best threshold on a fresh synthetic set made on the new good images; the good ones are not rerun."""
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The F1-best threshold on a fresh synthetic set made on the new good images; the good ones are not rerun.
+
+    None instead of the threshold when the set's image AUROC is within the chance margin (the caller falls back)."""
     from edge_ad.synthesis.validation import VALIDATION_SEED_OFFSET, build_validation_set, scores_from_outputs
 
     description = info.training.get("synthetic_validation")
@@ -202,6 +215,8 @@ def _synthetic_f1(
     figures = {"image_auroc": result.image_auroc}
     if math.isfinite(result.pixel_auroc):
         figures["pixel_auroc"] = result.pixel_auroc
+    if not separates(result.image_auroc):
+        return None, {**vset.describe(), **figures}
     refuse_flagging_every_good_image(
         image_stats,
         f"{n_good} good images and {vset.n_anomalous} NSA anomalies made on them (seed {seed}, image AUROC "
@@ -284,6 +299,8 @@ def result_lines(result: dict[str, Any]) -> list[str]:
             f"image AUROC {syn['image_auroc']:.4f}"
             + (f", pixel AUROC {syn['pixel_auroc']:.4f}" if "pixel_auroc" in syn else "")
         )
+    if result.get("fallback"):
+        lines.append(result["fallback"])
     if result["rejected"]:
         refused = "; ".join(result["rejected"])
         lines.append(f"refused by the input gate, not scored ({len(result['rejected'])}): {refused}")

@@ -23,6 +23,7 @@ from edge_ad.data.images import read_image
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.progress import console
 from edge_ad.synthesis import params_for
+from edge_ad.synthesis.separation import no_separation_line, separates
 from edge_ad.synthesis.validation import (
     VALIDATION_SEED_OFFSET,
     Predict,
@@ -180,9 +181,16 @@ class EpochValidation:
         self.best = None if state is None else dict(state)
 
     # -- the end of training -------------------------------------------------------------------------
+    def separates(self) -> bool:
+        """Whether the best epoch's synthetic figures are above chance
+        (:func:`~edge_ad.synthesis.separation.separates`): when they are not, no epoch is chosen on them."""
+        return self.best is not None and separates(self.best["image"], self.best["pixel"])
+
     def selected_weights(self) -> dict[str, torch.Tensor] | None:
         """The weights to keep instead of the final ones, or None (final weights)."""
-        return None if self.select != "synthetic" or self.best is None else self.best["weights"]
+        if self.select != "synthetic" or self.best is None or not self.separates():
+            return None
+        return self.best["weights"]
 
     def selection(self, epochs: int) -> dict[str, Any]:
         """What the bundle's training metadata says about the kept weights: ``selection`` and ``selected_epoch``."""
@@ -194,6 +202,10 @@ class EpochValidation:
                 "selected_epoch": epochs,
             }
         b = self.best
+        if not self.separates():
+            figures = {"best epoch's image AUROC": b["image"], "pixel AUROC": b["pixel"]}
+            line = no_separation_line("--select synthetic", figures, "final weights kept (the default)")
+            return {"selection": line, "selected_epoch": epochs}
         return {
             "selection": (
                 f"epoch {b['epoch'] + 1} of {epochs}: best mean synthetic AUROC {b['score']:.4f} (image "

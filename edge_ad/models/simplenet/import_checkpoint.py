@@ -22,13 +22,13 @@ from torch import nn
 
 from edge_ad.data.images import list_images, read_image
 from edge_ad.data.preprocess import Preprocessing
-from edge_ad.models.simplenet.model import SimpleNet, SimpleNetConfig
-from edge_ad.models.wide_resnet import (
+from edge_ad.models.backbones.wide_resnet import (
     WideResNet50Trunk,
     load_backbone_weights,
     read_state_dict,
     state_dict_sha256,
 )
+from edge_ad.models.simplenet.model import SimpleNet, SimpleNetConfig
 from edge_ad.runtimes.scoring import score_batches
 from edge_ad.runtimes.torch_runtime import TorchRuntime
 from edge_ad.thresholds.rules import good_statistics

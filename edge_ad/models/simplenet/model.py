@@ -1,8 +1,10 @@
 """SimpleNet (Liu et al., CVPR 2023): frozen features -> adapter -> noise-trained discriminator.
 
 One file for the family, plain torch. The data path is
-``images -> WideResNet50 layer2/layer3 -> local 3x3 aggregation -> adapter -> discriminator -> patch scores``
-followed by the shared post-processing head (resize, Gaussian sigma 4, image score = max).
+``images -> backbone levels (stride 8 and 16) -> local 3x3 aggregation -> adapter -> discriminator -> patch scores``
+followed by the shared post-processing head (resize, Gaussian sigma 4, image score = max). The backbone is any
+registered one (:mod:`edge_ad.models.backbones`): the paper's WideResNet50-2 (layer2 + layer3) or EfficientNet-Lite
+(the edge recipe); the aggregator, adapter and discriminator take their widths from the levels it declares.
 
 Two forward paths share every parameter:
 
@@ -25,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edge_ad.models.wide_resnet import FEATURE_LAYERS, LAYER_CHANNELS, LAYER_STRIDES, WideResNet50Trunk
+from edge_ad.models.backbones import get_backbone
 from edge_ad.postprocess.torch_ops import AnomalyMapHead
 
 SCORE_MODES = ("negative", "two_sided")
@@ -33,17 +35,31 @@ SCORE_MODES = ("negative", "two_sided")
 
 @dataclass
 class SimpleNetConfig:
-    """Architecture and training constants; defaults are the paper's (see SIMPLENET_SPEC.md)."""
+    """Architecture and training constants; defaults are the paper's (see SIMPLENET_SPEC.md).
+
+    Widths follow the backbone (filled in when left None; the resolved values are what a bundle records):
+
+    - ``layers``: the backbone's default levels, its last stride-8 and last stride-16 maps (WideResNet50: layer2,
+      layer3; EfficientNet-Lite0: block4 and block10, 40 + 112 channels), so the patch grid is 28x28 at 224 px.
+    - ``pretrain_embed_dim``: per-level pooled width. WideResNet50 keeps the paper's 1536 (runs of 6 and 12 entries
+      of the flattened 3x3 patch, crossing channels). ``0`` keeps each level's channels, each the 3x3 local mean
+      of one channel: the default for EfficientNet-Lite, whose 40- and 112-channel levels are narrower than 1536
+      already, so pooling to a common width would only duplicate or mix channels.
+    - ``target_embed_dim``: the adapter's width (square, as the paper's 1536x1536): 1536 for WideResNet50, the sum
+      of the levels' channels with ``pretrain_embed_dim`` 0 (Lite0: 152).
+    - ``disc_hidden`` stays the paper's 1024 for every backbone: the discriminator's capacity is about the decision
+      boundary, not the input width, and at 152 inputs its first layer costs a tenth of WideResNet50's.
+    """
 
     backbone: str = "wide_resnet50_2"
-    layers: tuple[str, ...] = FEATURE_LAYERS
+    layers: tuple[str, ...] = ()
     patch_size: int = 3
-    pretrain_embed_dim: int = 1536  # per-layer "mean mapper" output
-    target_embed_dim: int = 1536  # aggregator output = adapter width
+    pretrain_embed_dim: int | None = None  # per-layer "mean mapper" output; 0: each level keeps its channels
+    target_embed_dim: int | None = None  # aggregator output = adapter width
     adapter_bias: bool = True  # paper: no bias; authors' code: bias (default)
     disc_hidden: int = 1024
     leaky_slope: float = 0.2
-    noise_std: float = 0.015
+    noise_std: float | None = None  # None: the backbone's (the paper's 0.015 for WideResNet50, 0.3 for Lite)
     mix_noise: int = 1
     # "negative": patch score = -D (the paper). "two_sided": |D - score_center|, with the centre taken from
     # good training features; see README ("Random backbones") for when and why.
@@ -53,9 +69,15 @@ class SimpleNetConfig:
     extra: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.layers = tuple(self.layers)
-        if self.backbone != "wide_resnet50_2":
-            raise ValueError(f"unsupported backbone {self.backbone!r}; only wide_resnet50_2 is implemented")
+        backbone = get_backbone(self.backbone)  # ValueError naming the registered ones
+        self.layers = tuple(self.layers) or backbone.default_layers
+        channels = [backbone.level(layer).channels for layer in self.layers]  # ValueError for an unknown level
+        if self.pretrain_embed_dim is None:
+            self.pretrain_embed_dim = backbone.simplenet_embed_dim
+        if self.target_embed_dim is None:
+            self.target_embed_dim = self.pretrain_embed_dim or sum(channels)
+        if self.noise_std is None:
+            self.noise_std = backbone.simplenet_noise_std
         if self.score_mode not in SCORE_MODES:
             raise ValueError(f"score_mode must be one of {SCORE_MODES}, got {self.score_mode!r}")
         if self.patch_size % 2 != 1:
@@ -99,24 +121,31 @@ class PatchAggregator(nn.Module):
     """Local 3x3 aggregation of each layer, resized to the first layer's grid and concatenated.
 
     Exactly the authors' unfold -> bilinear resize -> adaptive_avg_pool1d (per layer, then over the concat),
-    as fixed grouped convolutions: no C*9 tensor is ever materialised.
+    as fixed grouped convolutions: no C*9 tensor is ever materialised. ``layers``: level name -> channels.
+
+    ``pretrain_dim`` 0: each level keeps its channels, each the mean of its own 3x3 patch (a depthwise 3x3 average),
+    and ``target_dim`` must be the sum of the channels.
     """
 
-    def __init__(self, layers: tuple[str, ...], patch_size: int, pretrain_dim: int, target_dim: int):
+    def __init__(self, layers: dict[str, int], patch_size: int, pretrain_dim: int, target_dim: int):
         super().__init__()
-        self.layers = layers
+        self.layers = tuple(layers)
         self.patch_size = patch_size
         self.target_dim = target_dim
         n = len(layers)
-        if (n * pretrain_dim) % target_dim or target_dim % n:
+        taps = patch_size * patch_size
+        if pretrain_dim == 0:
+            if target_dim != sum(layers.values()):
+                raise ValueError(f"target_embed_dim {target_dim} must be the levels' {sum(layers.values())} channels")
+        elif (n * pretrain_dim) % target_dim or target_dim % n:
             raise ValueError(f"{n} layers x {pretrain_dim} must pool evenly to {target_dim}")
         self.dims: list[int] = []
-        for i, layer in enumerate(layers):
-            flat = LAYER_CHANNELS[layer] * patch_size * patch_size
-            if flat % pretrain_dim:
+        for i, (layer, channels) in enumerate(layers.items()):
+            flat = channels * taps
+            if pretrain_dim and flat % pretrain_dim:
                 raise ValueError(f"{layer}: {flat} patch entries do not pool evenly to {pretrain_dim}")
-            run = (flat // pretrain_dim) * (n * pretrain_dim // target_dim)
-            weight, groups = _mean_run_weight(LAYER_CHANNELS[layer], patch_size, run)
+            run = (flat // pretrain_dim) * (n * pretrain_dim // target_dim) if pretrain_dim else taps
+            weight, groups = _mean_run_weight(channels, patch_size, run)
             self.register_buffer(f"weight{i}", weight, persistent=False)  # float64: exact 1/run; cast per use
             setattr(self, f"groups{i}", groups)
             self.dims.append(weight.shape[0])
@@ -165,8 +194,11 @@ class SimpleNet(nn.Module):
         self.config = config or SimpleNetConfig()
         self.image_size = image_size
         cfg = self.config
-        self.backbone = WideResNet50Trunk(cfg.layers)
-        self.aggregator = PatchAggregator(cfg.layers, cfg.patch_size, cfg.pretrain_embed_dim, cfg.target_embed_dim)
+        backbone = get_backbone(cfg.backbone)
+        assert cfg.pretrain_embed_dim is not None and cfg.target_embed_dim is not None  # filled by the config
+        self.backbone = backbone.build(cfg.layers)
+        levels = {layer: backbone.level(layer).channels for layer in cfg.layers}
+        self.aggregator = PatchAggregator(levels, cfg.patch_size, cfg.pretrain_embed_dim, cfg.target_embed_dim)
         self.adapter = nn.Linear(cfg.target_embed_dim, cfg.target_embed_dim, bias=cfg.adapter_bias)
         nn.init.xavier_normal_(self.adapter.weight)
         self.discriminator = Discriminator(cfg.target_embed_dim, cfg.disc_hidden, cfg.leaky_slope)
@@ -175,7 +207,7 @@ class SimpleNet(nn.Module):
 
     @property
     def grid_size(self) -> int:
-        return math.ceil(self.image_size / LAYER_STRIDES[self.config.layers[0]])
+        return math.ceil(self.image_size / get_backbone(self.config.backbone).level(self.config.layers[0]).stride)
 
     def train(self, mode: bool = True) -> SimpleNet:
         super().train(mode)
@@ -184,11 +216,11 @@ class SimpleNet(nn.Module):
 
     @torch.no_grad()
     def features(self, images: Tensor) -> Tensor:
-        """Frozen features [N, 1536, h, w] (h = w = 28 for 224 input); computed once and cached in training."""
+        """Frozen features [N, D, h, w] (h = w = 28 for 224 input); computed once and cached in training."""
         return self.aggregator(self.backbone(images))
 
     def discriminate(self, flat_features: Tensor) -> Tensor:
-        """D(G(f)) for flat features [M, 1536] -> [M]; the training path."""
+        """D(G(f)) for flat features [M, D] -> [M]; the training path."""
         return self.discriminator(self.adapter(flat_features))
 
     def patch_score_from_logits(self, logits: Tensor) -> Tensor:

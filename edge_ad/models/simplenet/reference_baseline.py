@@ -1,9 +1,10 @@
 """The paper's inference path as its authors run it, written here as the in-run speed baseline.
 
 Torch eager, one batch at a time: unfold of layer2/layer3 (C*9 values per position), resize of the unfolded
-layer3, two adaptive poolings, 1536x1536 adapter and the discriminator on every position; then the scores go
-back to the CPU, are upsampled, and ``scipy.ndimage.gaussian_filter`` smooths each map on the CPU. Users of
-the authors' code see 3-7 FPS on the RTX 3080 Ti the paper quotes at 77 FPS because of that tail.
+layer3, two adaptive poolings, 1536x1536 adapter and the discriminator on every position (on another backbone:
+its levels, the config's widths); then the scores go back to the CPU, are upsampled, and
+``scipy.ndimage.gaussian_filter`` smooths each map on the CPU. Users of the authors' code see 3-7 FPS on the
+RTX 3080 Ti the paper quotes at 77 FPS because of that tail.
 Every ``edge-ad bench`` row is reported as a ratio to this baseline measured in the same run.
 """
 
@@ -32,18 +33,24 @@ class ReferenceBaseline:
     @torch.no_grad()
     def patch_scores(self, x: torch.Tensor) -> torch.Tensor:
         model = self.model
-        l2, l3 = model.backbone(x)
+        cfg = model.config
+        maps = model.backbone(x)
         n = x.shape[0]
-        grid = l2.shape[-2:]
+        grid = maps[0].shape[-2:]
         per_layer = []
-        for t in (l2, l3):
+        for t in maps:
             c, h, w = t.shape[1:]
             p = F.unfold(t, 3, padding=1)
             if (h, w) != grid:
                 p = F.interpolate(p.reshape(n, c * 9, h, w), size=grid, mode="bilinear", align_corners=False)
                 p = p.reshape(n, c * 9, -1)
-            per_layer.append(F.adaptive_avg_pool1d(p.permute(0, 2, 1).reshape(-1, 1, c * 9), 1536).squeeze(1))
-        feats = F.adaptive_avg_pool1d(torch.stack(per_layer, 1).reshape(-1, 1, 2 * 1536), 1536).squeeze(1)
+            dim = cfg.pretrain_embed_dim or c  # 0 (EfficientNet-Lite): each channel's 3x3 mean
+            per_layer.append(F.adaptive_avg_pool1d(p.permute(0, 2, 1).reshape(-1, 1, c * 9), dim).squeeze(1))
+        if cfg.pretrain_embed_dim:  # the paper's second pooling over the concatenation
+            stacked = torch.stack(per_layer, 1).reshape(-1, 1, len(per_layer) * cfg.pretrain_embed_dim)
+            feats = F.adaptive_avg_pool1d(stacked, cfg.target_embed_dim).squeeze(1)
+        else:
+            feats = torch.cat(per_layer, 1)
         logits = model.discriminate(feats)
         return model.patch_score_from_logits(logits).reshape(n, 1, *grid)
 

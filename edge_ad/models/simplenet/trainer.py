@@ -252,6 +252,7 @@ class Trainer(EpochLoop):
         weights = self.validation.selected_weights()
         if weights is not None:
             self._load_weights(weights)
+        if self.validation.select == "synthetic":  # the epoch chosen, or why none was (one line either way)
             console.log(self.validation.selection(self.cfg.epochs)["selection"])
 
     def _postfix(self, stats: EpochStats) -> dict[str, float]:

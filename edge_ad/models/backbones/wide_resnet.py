@@ -18,6 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from edge_ad.io import atomic_path
+from edge_ad.models.backbones.weights import (  # noqa: F401 - re-exported: callers import them from here
+    BackboneWeightsError,
+    load_state,
+    read_state_dict,
+    state_dict_sha256,
+)
 
 # torchvision's published ImageNet weights (the SimpleNet authors used IMAGENET1K_V1).
 # The hex in the file name is the prefix of the file's SHA-256, which torchvision checks on download.
@@ -29,10 +35,6 @@ IMAGENET_WEIGHTS = {
 FEATURE_LAYERS = ("layer2", "layer3")
 LAYER_CHANNELS = {"layer1": 256, "layer2": 512, "layer3": 1024}
 LAYER_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16}
-
-
-class BackboneWeightsError(ValueError):
-    """A backbone checkpoint that does not fit WideResNet50-2."""
 
 
 class Bottleneck(nn.Module):
@@ -158,43 +160,9 @@ def init_random_trunk(trunk: WideResNet50Trunk, scheme: str = DEFAULT_RANDOM_INI
     return {"init": "isometric: orthogonal convs, zero-init residual branches, zero-mean stem filters"}
 
 
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read a checkpoint without unpickling arbitrary objects (safetensors, or torch.load weights_only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise BackboneWeightsError(f"backbone weights not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise BackboneWeightsError(f"cannot read {path} as a torch checkpoint: {exc}") from exc
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-    if not isinstance(obj, dict):
-        raise BackboneWeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    return {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, Tensor)}
-
-
 def load_backbone_weights(trunk: WideResNet50Trunk, state: dict[str, Tensor], source: str = "") -> None:
     """Load the trunk's tensors from a full WideResNet50-2 state dict; extra keys (layer4, fc) are ignored."""
-    own = trunk.state_dict()
-    missing = [k for k in own if k not in state]
-    if missing:
-        raise BackboneWeightsError(
-            f"{source or 'checkpoint'} is not a WideResNet50-2 state dict: {len(missing)} keys missing, "
-            f"e.g. {missing[:3]}"
-        )
-    for key, value in own.items():
-        if state[key].shape != value.shape:
-            raise BackboneWeightsError(
-                f"{source or 'checkpoint'}: {key} has shape {tuple(state[key].shape)}, "
-                f"expected {tuple(value.shape)} (is it a ResNet50 rather than WideResNet50-2?)"
-            )
-    trunk.load_state_dict({k: state[k] for k in own}, strict=True)
+    load_state(trunk, state, "WideResNet50-2", source, hint=" (is it a ResNet50 rather than WideResNet50-2?)")
 
 
 def download_imagenet_weights(name: str = "imagenet1k_v1", cache_dir: str | Path | None = None) -> Path:
@@ -241,20 +209,8 @@ def _fetch(url: str, dest: Path, timeout_s: float = 60.0) -> str:
     return digest.hexdigest()
 
 
-def state_dict_sha256(module: nn.Module) -> str:
-    """Content hash of a module's tensors (names, shapes, bytes): identifies the backbone in a bundle."""
-    digest = hashlib.sha256()
-    for key, value in sorted(module.state_dict().items()):
-        tensor = value.detach().cpu().contiguous()
-        digest.update(key.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
-
-
 @torch.no_grad()
-def recalibrate_batchnorm(trunk: WideResNet50Trunk, batches: Iterable[Tensor]) -> int:
+def recalibrate_batchnorm(trunk: nn.Module, batches: Iterable[Tensor]) -> int:
     """Re-estimate every BatchNorm's running statistics on the given images (cumulative average).
 
     Only for randomly initialised backbones: their BatchNorm layers start at mean 0 / var 1, which leaves
