@@ -411,7 +411,7 @@ def demo(
         raise UserError(f"unknown --model {model!r}; choose one of {', '.join(DEMO_RECIPES)}")
     if epochs is not None and epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {epochs}")
-    err.print(f"[yellow]demo:[/] {recipe.note}")
+    err.print(f"[yellow]demo:[/] {escape(recipe.note)}")
     report = run_demo(root, category, model=model, epochs=epochs, seed=seed, device=_default_device())
     out.print(metrics_table(f"demo: {report['data']}", report["metrics"]))
     overall = report["metrics"]["overall"]
