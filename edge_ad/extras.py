@@ -41,6 +41,7 @@ EXTRAS: tuple[Extra, ...] = (
     Extra("serve", ("starlette", "uvicorn", "prometheus_client", "multipart"), "the HTTP service (edge-ad serve)"),
     Extra("triton", ("tritonclient",), "--backend triton (a Triton Inference Server client)"),
     Extra("photos", ("skimage",), "real texture photographs (demo-data --source photos)"),
+    Extra("sdas", ("torch", "diffusers"), "edge-ad sdas: RealNet's diffusion anomaly source (SDAS)"),
     Extra(
         "torch-tensorrt",
         ("torch_tensorrt",),

@@ -226,3 +226,28 @@ def test_cli_train_refuses_bad_family_options(tiny_demo: Path, tmp_path: Path) -
         result = runner.invoke(app, ["train", str(tiny_demo), "--out", str(tmp_path / "x"), *extra])
         assert result.exit_code == 2, (extra, result.output)
         assert expected in result.output and "Traceback" not in result.output
+
+
+def test_an_option_two_families_share_is_not_refused_for_either(
+    tiny_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A third family that also takes --noise-std (as RealNet will take --backbone): given with --model simplenet it
+    reaches SimpleNet (the run starts), while NSA, which takes neither, still refuses it naming a family that does."""
+    import dataclasses
+
+    from edge_ad.models import families
+
+    simplenet = families.FAMILIES["simplenet"]
+    seen: list[dict] = []
+    monkeypatch.setitem(families.FAMILIES, "other", dataclasses.replace(simplenet, name="other", title="Other"))
+    monkeypatch.setitem(
+        families.FAMILIES,
+        "simplenet",
+        dataclasses.replace(simplenet, train=lambda data, out, pre, common, options, run: seen.append(options)),
+    )
+    args = ["train", str(tiny_demo), "--out", str(tmp_path / "x"), "--noise-std", "0.3"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen and seen[0]["noise_std"] == 0.3
+    result = runner.invoke(app, [*args, "--model", "nsa"])
+    assert result.exit_code == 2 and "--noise-std:" in result.output and "options (--model" in result.output

@@ -219,8 +219,11 @@ def test_cli_names_the_extra_when_diffusers_is_missing(monkeypatch: pytest.Monke
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "diffusers" else real(name, *a))
     result = runner.invoke(app, ["sdas", "sample", str(tmp_path), "--out", str(tmp_path / "s")])
-    _one_line_error(result, "pip install 'edge-ad[sdas]'")
-    assert "'sdas' extra" in result.output
+    from edge_ad.extras import pip_line
+
+    _one_line_error(result, "diffusers is not installed")
+    flat = " ".join(result.output.split())
+    assert "[sdas] extra" in flat and pip_line("sdas") in flat
 
 
 def test_cli_trains_and_samples(tiny_demo: Path, tmp_path: Path) -> None:

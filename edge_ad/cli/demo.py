@@ -27,8 +27,11 @@ class _DemoRecipes(Mapping[str, DemoRecipe]):
     """Family name -> its demo recipe, read from the family table each time (a family registered later shows)."""
 
     def _table(self) -> dict[str, DemoRecipe]:
-        table = {name: fam.demo for name, fam in FAMILIES.items() if fam.demo is not None}
-        table.update({name: recipe for fam in FAMILIES.values() for name, recipe in fam.more_demos})
+        table: dict[str, DemoRecipe] = {}
+        for name, fam in FAMILIES.items():  # each family's own demo, then its other named ones
+            if fam.demo is not None:
+                table[name] = fam.demo
+            table.update(fam.more_demos)
         return table
 
     def __getitem__(self, name: str) -> DemoRecipe:

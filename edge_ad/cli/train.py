@@ -47,11 +47,12 @@ def run_train(
     family = FAMILIES.get(model)
     if family is None:
         raise UserError(f"unknown --model {model!r}; choose one of {', '.join(FAMILIES)}")
-    for other, options in family_options.items():
-        given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None and v is not False]
+    for other, options in family_options.items():  # options another family takes and this one does not
+        given = [k for k, v in options.items() if v is not None and v is not False and k not in family.options]
         if other != model and given:
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
             why = f"; --model {model} {family.option_note}" if family.option_note else ""
-            raise UserError(f"{', '.join(given)}: {FAMILIES[other].title} options (--model {other}){why}")
+            raise UserError(f"{flags}: {FAMILIES[other].title} options (--model {other}){why}")
     preprocessing = Preprocessing(image_size=image_size, resize=None if no_crop else resize)
     run = {"category": category, "device": device, "resume": resume, "keep_checkpoint": keep_checkpoint}
     family.train(data, out_dir, preprocessing, common, family_options.get(model, {}), run)

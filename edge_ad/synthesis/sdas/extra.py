@@ -1,12 +1,13 @@
-"""The one line a user sees when SDAS's libraries are missing: which extra, and the pip line that installs it."""
+"""The one line a user sees when SDAS's libraries are missing: which extra, and the pip line that installs it (both
+from :data:`edge_ad.extras.EXTRAS`, the table ``edge-ad doctor`` reads too)."""
 
 from __future__ import annotations
 
-import importlib.util
+from edge_ad.extras import MissingExtra, pip_line, require
 
 __all__ = ["SDAS_INSTALL", "SdasUnavailable", "require_diffusers"]
 
-SDAS_INSTALL = "pip install 'edge-ad[sdas]'"
+SDAS_INSTALL = pip_line("sdas")
 
 
 class SdasUnavailable(ValueError):
@@ -15,6 +16,7 @@ class SdasUnavailable(ValueError):
 
 def require_diffusers() -> None:
     """Raise :class:`SdasUnavailable` unless torch and diffusers can be imported (checked without importing them)."""
-    missing = [name for name in ("torch", "diffusers") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise SdasUnavailable(f"SDAS needs {' and '.join(missing)}, which the 'sdas' extra installs: {SDAS_INSTALL}")
+    try:
+        require("sdas", "SDAS (edge-ad sdas)")
+    except MissingExtra as exc:
+        raise SdasUnavailable(str(exc)) from None
