@@ -22,6 +22,7 @@ from typing import Any
 
 import onnx
 
+from edge_ad.artifacts import artifact_path
 from edge_ad.bundle import BundleError, check_artifact_current
 from edge_ad.io import atomic_write_json, atomic_write_text
 from edge_ad.thresholds.sets import ImageSet
@@ -292,7 +293,7 @@ def calibrate(
     passes its exporter; calibration imports nothing of export).
     """
     bundle = Path(bundle_dir)
-    fp32 = bundle / "model.fp32.onnx"
+    fp32 = artifact_path(bundle, "fp32")
     info = model_info(fp32) if fp32.is_file() else None
     if info is None or _stale(info.metadata, bundle, fp32):
         if export_fp32 is None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_ad.artifacts import artifact_path
 from edge_ad.data.images import list_images
 from edge_ad.data.layout import DatasetError, resolve_category
 from edge_ad.extras import EXTRA_BY_NAME, missing_extra_message
@@ -133,7 +134,7 @@ def artifact_for(target: Path, backend: str, precision: str) -> Path | None:
         except (BundleError, OSError, ValueError):
             return target
     suffix = "engine" if backend == "tensorrt" else "onnx"
-    return target / f"model.{precision}.{suffix}"
+    return artifact_path(target, precision, suffix)
 
 
 def _installed(module: str) -> bool:

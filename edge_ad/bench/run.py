@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from edge_ad import __version__
+from edge_ad.artifacts import artifact_path
 from edge_ad.bench.head import numpy_head, patch_map_of
 from edge_ad.bench.memory import DeviceMemory, device_memory_used
 from edge_ad.bench.plan import KNOWN_BACKENDS, sample_files, unavailable_reason, what_ran
@@ -447,7 +448,7 @@ def _graph_onnx(target: Path, precision: str) -> Path | None:
         return target
     if target.suffix == ".engine":
         return target.with_suffix(".onnx") if target.with_suffix(".onnx").is_file() else None
-    found = [target / f"model.{precision}.onnx", target / "model.fp32.onnx"] if target.is_dir() else []
+    found = [artifact_path(target, precision), artifact_path(target, "fp32")] if target.is_dir() else []
     return next((path for path in found if path.is_file()), None)
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import onnx
 
+from edge_ad.artifacts import artifact_path
+
 __all__ = ["FLOP_STAGES", "WEIGHTED_OPS", "descendants", "graph_flops", "node_macs"]
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -83,7 +85,7 @@ def _flops_model(model_or_path: onnx.ModelProto | str | os.PathLike[str]) -> onn
         return model_or_path
     path = Path(model_or_path)
     if path.is_dir():  # a bundle: count its exported graph
-        candidates = [path / "model.fp32.onnx", *sorted(path.glob("model.*.onnx"))]
+        candidates = [artifact_path(path, "fp32"), *sorted(path.glob(artifact_path(path, "*").name))]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
             raise FileNotFoundError(f"{path} holds no exported model.<precision>.onnx to count FLOPs on")
