@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -19,7 +20,9 @@ from edge_ad.cli.bench import bench_table
 from edge_ad.cli.data import demo_data, synth
 from edge_ad.cli.help import PlainHelpGroup
 from edge_ad.cli.output import UserError, err, friendly, metrics_table, out
+from edge_ad.cli.train import with_family_options
 from edge_ad.io import atomic_write_json
+from edge_ad.models.families import FAMILIES
 
 app = typer.Typer(
     cls=PlainHelpGroup,  # help shows MODEL, PATH, INTEGER: not Python type names
@@ -49,38 +52,17 @@ app.command()(synth)
 
 
 @app.command()
+@with_family_options
 @friendly
 def train(
     data: Path = typer.Argument(..., help="MVTec AD root, a category folder, or a folder of good images."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Bundle folder to write."),
     category: str = typer.Option(None, "--category", help="Category under DATA (MVTec layout)."),
-    backbone: str = typer.Option(
-        None,
-        help="SimpleNet backbone: efficientnet_lite0 (default; ImageNet weights from the [train] extra), "
-        "efficientnet_lite1/2, or wide_resnet50_2 (the paper's; needs --backbone-weights or --random-backbone).",
-    ),
-    layers: str = typer.Option(
-        None, help="Backbone levels, comma-separated (default: its stride-8 and stride-16 ones, e.g. block4,block10)."
-    ),
-    backbone_weights: str = typer.Option(
-        None,
-        help="Backbone weights: a .pth/.safetensors file, or for wide_resnet50_2 'imagenet1k_v1' to download.",
-    ),
-    random_backbone: bool = typer.Option(False, help="Use randomly initialised backbone weights (demo/testing)."),
-    random_init: str = typer.Option(
-        None, help="Random backbone draw: isometric (default; keeps image detail through depth) or torchvision."
-    ),
     image_size: int = typer.Option(224, help="Network input side (paper 224; authors' MVTec script 288)."),
     resize: int = typer.Option(256, help="Shorter side before the centre crop (paper 256; authors 329)."),
     no_crop: bool = typer.Option(False, help="Resize straight to image-size, no crop (texture categories)."),
     epochs: int = typer.Option(None, help="Passes over the training set (SimpleNet paper: 160; NSA: its preset's)."),
     batch_size: int = typer.Option(None, help="Images per step (SimpleNet: 8; NSA: its preset's)."),
-    noise_std: float = typer.Option(
-        None, help="Anomaly noise sigma (default: the backbone's: WRN50 0.015 as the paper, Lite 0.3; random 0.2)."
-    ),
-    score_mode: str = typer.Option(None, help="negative (paper: -D) or two_sided (|D - c|)."),
-    adapter_lr: float = typer.Option(None, help="SimpleNet adapter learning rate (paper 1e-4)."),
-    disc_lr: float = typer.Option(None, help="SimpleNet discriminator learning rate (paper 2e-4)."),
     holdout: float = typer.Option(0.1, help="Share of good training images held out to set the threshold."),
     seed: int = typer.Option(0),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
@@ -92,13 +74,7 @@ def train(
     keep_checkpoint: bool = typer.Option(
         False, help="Keep --out/.training after training, so a later --resume --epochs N can extend the run."
     ),
-    model: str = typer.Option("simplenet", "--model", help="Model family: simplenet or nsa (trained from scratch)."),
-    preset: str = typer.Option(None, help="NSA recipe: paper (default) or cpu-demo (see README)."),
-    label: str = typer.Option(None, help="NSA labels: binary, continuous or logistic (paper's best, default)."),
-    blend: str = typer.Option(
-        None, help="NSA anomalies' Poisson blending: auto (reference: normal for objects, mixed for textures), "
-        "normal (also smooth patches on busy textures), mixed."
-    ),
+    model: str = typer.Option("simplenet", "--model", help=f"Model family: {', '.join(FAMILIES)}."),
     kind: str = typer.Option(
         None, help="object or texture, for a category the NSA table does not know (NSA training; synthetic validation)."
     ),
@@ -108,6 +84,7 @@ def train(
     synthetic_per_image: int = typer.Option(
         3, help="NSA anomalies per held-out good image for synthetic validation each epoch (0: no validation)."
     ),
+    **family_values: Any,
 ) -> None:
     """Train a model family (SimpleNet by default) on good images and write a model bundle."""
     from edge_ad.cli.train import family_options, run_train
@@ -132,14 +109,7 @@ def train(
             "select": select,
             "synthetic_per_image": synthetic_per_image,
         },
-        family_options=family_options(
-            {
-                "backbone": backbone, "layers": layers, "backbone_weights": backbone_weights,
-                "random_backbone": random_backbone, "random_init": random_init,
-                "noise_std": noise_std, "score_mode": score_mode, "adapter_lr": adapter_lr, "disc_lr": disc_lr,
-                "preset": preset, "label": label, "blend": blend,
-            }
-        ),
+        family_options=family_options(family_values),
     )
     out.print(f"model bundle: {out_dir}")
 

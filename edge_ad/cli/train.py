@@ -6,18 +6,45 @@ command stays in cli.py; bad values end as :class:`UserError` or ``ValueError`` 
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import typer
+
 from edge_ad.cli.output import UserError
 from edge_ad.models.families import FAMILIES
+from edge_ad.models.family import TrainOption
 
-__all__ = ["family_options", "run_train"]
+__all__ = ["family_options", "run_train", "with_family_options"]
+
+
+def with_family_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``edge-ad train`` every registered family's own options (:attr:`Family.options`) as typer options.
+
+    ``command`` takes them as ``**family_values``; its signature (what typer reads) gains one keyword parameter per
+    option, so a new family's flags need no edit here or in the command. An option two families declare must have
+    one type; not given, it is None (False for a flag)."""
+    signature = inspect.signature(command)
+    params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    declared: dict[str, TrainOption] = {}
+    for family in FAMILIES.values():
+        for option in family.options:
+            known = declared.setdefault(option.name, option)
+            if known.type is not option.type:
+                raise TypeError(f"--{option.name.replace('_', '-')} is declared {known.type} and {option.type}")
+    for option in declared.values():
+        default = typer.Option(False if option.type is bool else None, help=option.help)
+        kind = inspect.Parameter.KEYWORD_ONLY
+        params.append(inspect.Parameter(option.name, kind, default=default, annotation=option.type))
+    command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return command
 
 
 def family_options(given: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Family -> the values of the options only that family takes (:attr:`Family.options`), from every option given."""
-    return {name: {k: given.get(k) for k in fam.options} for name, fam in FAMILIES.items()}
+    return {name: {k: given.get(k) for k in fam.option_names} for name, fam in FAMILIES.items()}
 
 
 def run_train(
@@ -48,7 +75,7 @@ def run_train(
     if family is None:
         raise UserError(f"unknown --model {model!r}; choose one of {', '.join(FAMILIES)}")
     for other, options in family_options.items():  # options another family takes and this one does not
-        given = [k for k, v in options.items() if v is not None and v is not False and k not in family.options]
+        given = [k for k, v in options.items() if v is not None and v is not False and k not in family.option_names]
         if other != model and given:
             flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
             why = f"; --model {model} {family.option_note}" if family.option_note else ""

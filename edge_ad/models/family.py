@@ -19,7 +19,16 @@ from typing import Any
 from edge_ad.postprocess.image_score import HeadDeclaration
 from edge_ad.runtimes.base import AnomalyModel, InferenceGraph
 
-__all__ = ["DEMO_HOLDOUT", "AnomalyModel", "DemoRecipe", "DemoTrain", "Family", "InferenceGraph", "TrainCommand"]
+__all__ = [
+    "DEMO_HOLDOUT",
+    "AnomalyModel",
+    "DemoRecipe",
+    "DemoTrain",
+    "Family",
+    "InferenceGraph",
+    "TrainCommand",
+    "TrainOption",
+]
 
 #: The demo's held-out fraction of its 64 good images: round(64 * 0.16) = 10 held out for the verdict threshold (the
 #: fewest the threshold warning accepts, edge_ad.bundle.MIN_THRESHOLD_IMAGES) and 54 trained on, so the demo's
@@ -48,6 +57,18 @@ class DemoRecipe:
 
 
 @dataclass(frozen=True)
+class TrainOption:
+    """An ``edge-ad train`` option only some families take: ``name`` is the Python name (``noise_std`` is
+    ``--noise-std``), ``type`` str, int, float or bool (a flag). Not given, the family receives None (False for a
+    flag) and uses its own default. Two families may declare the same option (RealNet and SimpleNet both take
+    ``--backbone``) with the same type; the CLI builds ``edge-ad train``'s signature from every family's."""
+
+    name: str
+    type: type
+    help: str
+
+
+@dataclass(frozen=True)
 class Family:
     """One model family, registered once in :data:`edge_ad.models.families.FAMILIES` under ``name``.
 
@@ -65,8 +86,13 @@ class Family:
     build: Callable[[Any], AnomalyModel]
     train: TrainCommand
     head: HeadDeclaration
-    options: tuple[str, ...] = ()
+    options: tuple[TrainOption, ...] = ()
     option_note: str = ""
     demo: DemoRecipe | None = None
     paper_fps: float | None = None
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        """The Python names of :attr:`options`."""
+        return tuple(option.name for option in self.options)
     more_demos: tuple[tuple[str, DemoRecipe], ...] = ()  # further ``edge-ad demo --model NAME`` recipes

@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from edge_ad.models.family import DEMO_HOLDOUT, AnomalyModel, DemoRecipe, Family
+from edge_ad.models.family import DEMO_HOLDOUT, AnomalyModel, DemoRecipe, Family, TrainOption
 from edge_ad.models.nsa.schedule import CPU_DEMO_EPOCHS
 from edge_ad.postprocess.image_score import HeadDeclaration
 
@@ -66,7 +66,16 @@ FAMILY = Family(
     build=build,
     train=train,
     head=HeadDeclaration("mean", 0.0),
-    options=("preset", "label", "blend"),
+    options=(
+        TrainOption("preset", str, "NSA recipe: paper (default) or cpu-demo (see README)."),
+        TrainOption("label", str, "NSA labels: binary, continuous or logistic (paper's best, default)."),
+        TrainOption(
+            "blend",
+            str,
+            "NSA anomalies' Poisson blending: auto (reference: normal for objects, mixed for textures), "
+            "normal (also smooth patches on busy textures), mixed.",
+        ),
+    ),
     option_note="trains from scratch",
     demo=DemoRecipe(
         CPU_DEMO_EPOCHS,

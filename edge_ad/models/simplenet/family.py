@@ -9,13 +9,48 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from edge_ad.models.family import DEMO_HOLDOUT, AnomalyModel, DemoRecipe, DemoTrain, Family
+from edge_ad.models.family import DEMO_HOLDOUT, AnomalyModel, DemoRecipe, DemoTrain, Family, TrainOption
 from edge_ad.postprocess.image_score import HeadDeclaration
 
 __all__ = ["DEMO_EPOCHS", "FAMILY", "PAPER_FPS"]
 
 DEMO_EPOCHS = 30  # SimpleNet's demo schedule
 PAPER_FPS = 77.0  # SimpleNet paper, WideResNet50, RTX 3080 Ti
+
+
+#: ``edge-ad train --model simplenet`` options (shared ones, such as ``--epochs``, are every family's).
+TRAIN_OPTIONS = (
+    TrainOption(
+        "backbone",
+        str,
+        "SimpleNet backbone: efficientnet_lite0 (default; ImageNet weights that the train extra installs), "
+        "efficientnet_lite1/2, or wide_resnet50_2 (the paper's; needs --backbone-weights or --random-backbone).",
+    ),
+    TrainOption(
+        "layers",
+        str,
+        "Backbone levels, comma-separated (default: its stride-8 and stride-16 ones, e.g. block4,block10)."
+    ),
+    TrainOption(
+        "backbone_weights",
+        str,
+        "Backbone weights: a .pth/.safetensors file, or for wide_resnet50_2 'imagenet1k_v1' to download.",
+    ),
+    TrainOption("random_backbone", bool, "Use randomly initialised backbone weights (demo/testing)."),
+    TrainOption(
+        "random_init",
+        str,
+        "Random backbone draw: isometric (default; keeps image detail through depth) or torchvision."
+    ),
+    TrainOption(
+        "noise_std",
+        float,
+        "Anomaly noise sigma (default: the backbone's: WRN50 0.015 as the paper, Lite 0.3; random 0.2)."
+    ),
+    TrainOption("score_mode", str, "negative (paper: -D) or two_sided (|D - c|)."),
+    TrainOption("adapter_lr", float, "SimpleNet adapter learning rate (paper 1e-4)."),
+    TrainOption("disc_lr", float, "SimpleNet discriminator learning rate (paper 2e-4)."),
+)
 
 
 def _given(options: dict[str, Any]) -> dict[str, Any]:
@@ -105,17 +140,7 @@ FAMILY = Family(
     build=build,
     train=train,
     head=HeadDeclaration("max", 4.0),
-    options=(
-        "backbone",
-        "layers",
-        "backbone_weights",
-        "random_backbone",
-        "random_init",
-        "noise_std",
-        "score_mode",
-        "adapter_lr",
-        "disc_lr",
-    ),
+    options=TRAIN_OPTIONS,
     demo=DemoRecipe(
         DEMO_EPOCHS,
         _demo(random_backbone=False),
