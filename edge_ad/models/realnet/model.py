@@ -11,10 +11,13 @@ Sizes, scaled to the backbone (the reference's WideResNet50 layer1-4 keeps 256 /
 * G_k drops its deepest downsampling stages while a level's grid is not divisible by their factor (Lite0's stride-16
   level at 224 px is 14 x 14: channel multipliers 1, 2 instead of 1, 2, 4).
 
-The anomaly map is the decoder's anomalous-class probability at twice the first level's grid. The image score is
-the shared head's: the maximum of the Gaussian-smoothed (sigma ``smoothing_sigma``, default 4), full-size map. The
-reference instead takes the maximum of a 16 x 16 average pool of the unsmoothed map; both are local averages before
-a maximum, and the shared head keeps one post-processing rule (numpy, CUDA kernel, ONNX) for every family.
+The patch map is the decoder's anomalous-class probability at twice the largest level's grid (56 x 56 at 224 px on
+Lite0: one cell per 4 x 4 pixels). The shared head does the rest: image score "max", the maximum of that patch map;
+anomaly map, the patch map resized to the input and Gaussian-smoothed (sigma ``smoothing_sigma``, default 4, as
+SimpleNet's). The reference instead takes the maximum of a 16 x 16 average pool of its full-size map; that rule is
+not the shared head's, and one post-processing rule (numpy, CUDA kernel, ONNX) for every family was preferred. A
+cell of the patch map already pools 4 x 4 pixels and the decoder's 3 x 3 convolutions spread it further, which
+is why no further pooling was added; not measured against the reference's rule.
 """
 
 from __future__ import annotations
@@ -186,7 +189,7 @@ class RealNetGraph(nn.Module):
 
     Named like the other graphs (``backbone``, ``parts``, ``out``, ``head``) so the torch runtime's fp16 split
     applies. RRS exports as TopK + GatherElements (per image), AFS as constant Gathers. Declared for the stages
-    after export: the image score is the smoothed map's maximum, the smoothing sigma is the config's; the INT8
+    after export: the image score is the patch map's maximum, the smoothing sigma is the config's; the INT8
     layout is declared but no INT8 recipe has been measured for RealNet (the head stays float in every recipe).
     """
 
