@@ -16,7 +16,7 @@ from edge_ad.postprocess.image_score import HeadDeclaration
 __all__ = ["FAMILY"]
 
 #: ``edge-ad demo --model realnet``'s epochs (the CPU recipe REALNET_CPU_DEMO's).
-CPU_DEMO_EPOCHS = 40
+CPU_DEMO_EPOCHS = 20
 #: The graph's smoothing sigma (RealNetConfig's default), declared with the image score.
 SMOOTHING_SIGMA = 4.0
 
@@ -59,13 +59,13 @@ def demo_train(
     """``edge-ad demo --model realnet``: the CPU recipe ``REALNET_CPU_DEMO`` on pretrained Lite0."""
     from edge_ad.data.preprocess import Preprocessing
     from edge_ad.models.realnet.model import RealNetConfig
-    from edge_ad.models.realnet.trainer import REALNET_CPU_DEMO, train_realnet_bundle
+    from edge_ad.models.realnet.trainer import DEMO_IMAGE_SIZE, DEMO_RESIZE, REALNET_CPU_DEMO, train_realnet_bundle
 
     return train_realnet_bundle(
         data,
         bundle,
         category=category,
-        preprocessing=Preprocessing(),
+        preprocessing=Preprocessing(image_size=DEMO_IMAGE_SIZE, resize=DEMO_RESIZE),
         model_cfg=RealNetConfig(),
         train_cfg=dataclasses.replace(REALNET_CPU_DEMO, epochs=epochs, seed=seed, holdout_fraction=DEMO_HOLDOUT),
         device=device,
@@ -100,11 +100,12 @@ FAMILY = Family(
         TrainOption("random_backbone", bool, "Use randomly initialised backbone weights (demo/testing)."),
         TrainOption("preset", str, "Recipe: paper (default) or cpu-demo (see README)."),
     ),
-    option_note="a RealNet option",
+    option_note="takes --backbone, --layers, --backbone-weights, --random-backbone and --preset",
     demo=DemoRecipe(
         CPU_DEMO_EPOCHS,
         demo_train,
         "realnet-{category}",
-        "RealNet on pretrained EfficientNet-Lite0, trained on synthetic anomalies, CPU recipe REALNET_CPU_DEMO",
+        "RealNet on pretrained EfficientNet-Lite0 at 128 px, trained on synthetic anomalies, CPU recipe "
+        "REALNET_CPU_DEMO",
     ),
 )
