@@ -1,8 +1,9 @@
 """`edge-ad demo --model realnet` held to a measured floor that the same network with untrained parts fails.
 
-Slow (about 20 minutes on a busy 2-core machine). Measured once with `edge-ad demo /tmp/rn-demo --model realnet`
-(REALNET_CPU_DEMO: pretrained EfficientNet-Lite0 at 128 px, 20 epochs of batch 8, seed 0, demo brushed_metal) on a
-shared 2-core AMD EPYC, 2026-12-07: image / pixel AUROC 1.0000 / 0.9891 (AUPRO 0.9561). The same model with its
+Slow (about a minute with one thread). Measured with `edge-ad demo ROOT --model realnet` (REALNET_CPU_DEMO:
+pretrained EfficientNet-Lite0 at 128 px, 20 epochs of batch 8, seed 0, demo brushed_metal) on a shared 2-core AMD
+EPYC, 2026-12-07: image / pixel AUROC 1.0000 / 0.9903 (AUPRO 0.9626) with OMP_NUM_THREADS=1, 1.0000 / 0.9891 with
+two threads (float order). The same model with its
 pretrained backbone and AFS indices but G_k, RRS and the decoder as initialised: 0.479 / 0.516. The floors sit well
 under the trained figures (one run, one seed: the figures move with the seed and the CPU) and far over the untrained.
 """
