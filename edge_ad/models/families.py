@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from edge_ad.models.family import Family
 from edge_ad.models.nsa.family import FAMILY as NSA
+from edge_ad.models.realnet.family import FAMILY as REALNET
 from edge_ad.models.simplenet.family import FAMILY as SIMPLENET
 
 __all__ = ["FAMILIES", "family", "register"]
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (SIMPLENET, NSA)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (SIMPLENET, NSA, REALNET)}
 
 
 def register(new: Family) -> Family:

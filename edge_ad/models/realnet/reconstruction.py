@@ -46,8 +46,10 @@ class _Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(n, 3, c, h * w).unbind(1)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        return x + self.proj(out.transpose(1, 2).reshape(n, c, h, w))
+        # written out (MatMul, Softmax) rather than scaled_dot_product_attention, which the ONNX exporter refuses
+        weights = torch.softmax(torch.matmul(q.transpose(1, 2), k) * c**-0.5, dim=-1)  # N x hw x hw
+        out = torch.matmul(v, weights.transpose(1, 2))  # N x C x hw
+        return x + self.proj(out.reshape(n, c, h, w))
 
 
 class _Stage(nn.Module):

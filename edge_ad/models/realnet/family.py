@@ -1,0 +1,111 @@
+"""RealNet's :class:`~edge_ad.models.family.Family` record: how it is built, trained and demonstrated.
+
+Torch-free to import; each callable imports the model and trainer when it runs. Its ``--backbone``, ``--layers``,
+``--backbone-weights`` and ``--random-backbone`` are SimpleNet's options (same names, same types).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from edge_ad.models.family import DEMO_HOLDOUT, AnomalyModel, DemoRecipe, Family, TrainOption
+from edge_ad.postprocess.image_score import HeadDeclaration
+
+__all__ = ["FAMILY"]
+
+#: ``edge-ad demo --model realnet``'s epochs (the CPU recipe REALNET_CPU_DEMO's).
+CPU_DEMO_EPOCHS = 20
+#: The graph's smoothing sigma (RealNetConfig's default), declared with the image score.
+SMOOTHING_SIGMA = 4.0
+
+
+def build(info: Any) -> AnomalyModel:
+    """The model a bundle's config describes (weights, AFS indices included, not loaded)."""
+    from edge_ad.models.realnet.model import RealNet, RealNetConfig
+
+    return RealNet(RealNetConfig.from_dict(info.model), image_size=info.image_size)
+
+
+def train(
+    data: Path, out_dir: Path, preprocessing: Any, common: dict[str, Any], options: dict[str, Any], run: dict[str, Any]
+) -> None:
+    """``edge-ad train --model realnet``: pretrained EfficientNet-Lite0 unless told; ``--preset`` paper (default) or
+    cpu-demo; the shared options on top."""
+    from edge_ad.models.backbones import DEFAULT_BACKBONE
+    from edge_ad.models.realnet.model import RealNetConfig
+    from edge_ad.models.realnet.trainer import PRESETS, train_realnet_bundle
+
+    name = options.get("preset") or "paper"
+    if name not in PRESETS:
+        raise ValueError(f"unknown --preset {name!r}; RealNet presets: {', '.join(PRESETS)}")
+    weights, random_backbone = options.get("backbone_weights"), bool(options.get("random_backbone"))
+    if weights is not None and random_backbone:
+        raise ValueError("--backbone-weights and --random-backbone exclude each other")
+    layers = tuple(x.strip() for x in (options.get("layers") or "").split(",") if x.strip())
+    model_cfg = RealNetConfig(backbone=options.get("backbone") or DEFAULT_BACKBONE, layers=layers)
+    given = {k: v for k, v in common.items() if v is not None}
+    train_cfg = dataclasses.replace(PRESETS[name], **given)  # re-runs the config's validation
+    train_realnet_bundle(
+        data, out_dir, preprocessing=preprocessing, model_cfg=model_cfg, train_cfg=train_cfg,
+        backbone_weights=weights, random_backbone=random_backbone, **run,
+    )  # fmt: skip
+
+
+def demo_train(
+    data: Path, bundle: Path, *, category: str, epochs: int, seed: int, device: str, resume: bool, **extra: Any
+) -> Path:
+    """``edge-ad demo --model realnet``: the CPU recipe ``REALNET_CPU_DEMO`` on pretrained Lite0."""
+    from edge_ad.data.preprocess import Preprocessing
+    from edge_ad.models.realnet.model import RealNetConfig
+    from edge_ad.models.realnet.trainer import DEMO_IMAGE_SIZE, DEMO_RESIZE, REALNET_CPU_DEMO, train_realnet_bundle
+
+    return train_realnet_bundle(
+        data,
+        bundle,
+        category=category,
+        preprocessing=Preprocessing(image_size=DEMO_IMAGE_SIZE, resize=DEMO_RESIZE),
+        model_cfg=RealNetConfig(),
+        train_cfg=dataclasses.replace(REALNET_CPU_DEMO, epochs=epochs, seed=seed, holdout_fraction=DEMO_HOLDOUT),
+        device=device,
+        resume=resume,
+        **extra,
+    )
+
+
+FAMILY = Family(
+    name="realnet",
+    title="RealNet",
+    build=build,
+    train=train,
+    head=HeadDeclaration("max", SMOOTHING_SIGMA),
+    options=(
+        TrainOption(
+            "backbone",
+            str,
+            "Backbone: efficientnet_lite0 (default; ImageNet weights that the train extra installs), "
+            "efficientnet_lite1/2, or wide_resnet50_2 (the paper's; needs --backbone-weights or --random-backbone).",
+        ),
+        TrainOption(
+            "layers",
+            str,
+            "Backbone levels, comma-separated (default: its stride-8 and stride-16 ones, e.g. block4,block10).",
+        ),
+        TrainOption(
+            "backbone_weights",
+            str,
+            "Backbone weights: a .pth/.safetensors file, or for wide_resnet50_2 'imagenet1k_v1' to download.",
+        ),
+        TrainOption("random_backbone", bool, "Use randomly initialised backbone weights (demo/testing)."),
+        TrainOption("preset", str, "Recipe: paper (default) or cpu-demo (see README)."),
+    ),
+    option_note="takes --backbone, --layers, --backbone-weights, --random-backbone and --preset",
+    demo=DemoRecipe(
+        CPU_DEMO_EPOCHS,
+        demo_train,
+        "realnet-{category}",
+        "RealNet on pretrained EfficientNet-Lite0 at 128 px, trained on synthetic anomalies, CPU recipe "
+        "REALNET_CPU_DEMO",
+    ),
+)
