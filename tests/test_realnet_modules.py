@@ -8,15 +8,9 @@ torch = pytest.importorskip("torch")
 
 import torch.nn.functional as F  # noqa: E402
 
-from edge_ad.models.realnet import (  # noqa: E402
-    AfsScorer,
-    Reconstruction,
-    ResidualSelection,
-    SegmentationDecoder,
-    gather_channels,
-    residuals,
-    select_channels,
-)
+from edge_ad.models.realnet.afs import AfsScorer, gather_channels, select_channels  # noqa: E402
+from edge_ad.models.realnet.reconstruction import Reconstruction  # noqa: E402
+from edge_ad.models.realnet.rrs import ResidualSelection, SegmentationDecoder, residuals  # noqa: E402
 
 
 def _masks(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
