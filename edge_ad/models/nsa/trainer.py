@@ -163,8 +163,6 @@ class NsaTrainer(EpochLoop):
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         self.start_epoch = 0
         self.history: list[NsaEpoch] = []
-        self._mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self._std = torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1)
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def save_checkpoint(self, epoch: int) -> None:
@@ -202,9 +200,9 @@ class NsaTrainer(EpochLoop):
 
     # -- training ------------------------------------------------------------------------------------
     def _to_tensor(self, images: np.ndarray) -> torch.Tensor:
-        # contiguous NCHW: a channels-last view from the HWC arrays crashed torch 2.13's CPU transposed-conv backward
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
-        return ((x - self._mean) / self._std).to(self.device)
+        # the one normalisation (Preprocessing.normalize), contiguous NCHW: a channels-last view from the HWC arrays
+        # crashed torch 2.13's CPU transposed-conv backward
+        return torch.from_numpy(np.stack([self.preprocessing.normalize(im) for im in images])).to(self.device)
 
     def train_epoch(self, epoch: int) -> NsaEpoch:
         cfg = self.cfg

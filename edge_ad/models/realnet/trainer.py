@@ -30,6 +30,7 @@ from edge_ad.data.images import read_image
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.io import atomic_write_with
 from edge_ad.models.backbones import get_backbone
+from edge_ad.models.backbones.choice import BackboneSpec, setup_backbone
 from edge_ad.models.realnet.afs import AfsScorer, select_channels
 from edge_ad.models.realnet.model import RealNet, RealNetConfig
 from edge_ad.progress import console
@@ -124,12 +125,10 @@ class _Batches:
 
     def __init__(self, mix: SourceMix, views: list[np.ndarray], preprocessing: Preprocessing, device: torch.device):
         self.mix, self.views, self.device, self.preprocessing = mix, views, device, preprocessing
-        self.mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1)
 
     def tensor(self, images: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
-        return ((x - self.mean) / self.std).to(self.device)
+        """uint8 N x H x W x 3 -> the normalised N x 3 x H x W batch, by the one :meth:`Preprocessing.normalize`."""
+        return torch.from_numpy(np.stack([self.preprocessing.normalize(im) for im in images])).to(self.device)
 
     def make(self, indices: list[int], seed: int, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         examples = [self.mix.example(i, example_rng(seed, b, j)) for j, i in enumerate(indices)]
@@ -280,8 +279,6 @@ def train_realnet_bundle(
     on_epoch: OnEpoch | None = None,
 ) -> Path:
     """Train RealNet on the good images of one category and write a sealed bundle to ``out_dir``."""
-    from edge_ad.models.simplenet.pipeline import BackboneSpec, setup_backbone
-
     model_cfg = model_cfg or RealNetConfig()
     train_cfg = train_cfg or RealNetTrainConfig()
     bb = get_backbone(model_cfg.backbone)
