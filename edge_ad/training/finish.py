@@ -25,7 +25,7 @@ from edge_ad.progress import console
 from edge_ad.runtimes.scoring import score_batches
 from edge_ad.runtimes.torch_runtime import TorchRuntime
 from edge_ad.thresholds.rules import good_statistics
-from edge_ad.training.epoch_validation import EpochValidation
+from edge_ad.training.run_start import TrainingRun
 
 __all__ = ["finish_bundle", "set_aside_stale_exports"]
 
@@ -34,30 +34,23 @@ FALLBACK_SOURCE = "training images (too few images to hold any out: threshold is
 
 def finish_bundle(
     model: nn.Module,
-    out_dir: Path,
+    run: TrainingRun,
     *,
-    preprocessing: Preprocessing,
     image: Callable[[int], np.ndarray],
-    paths: Sequence[Path],
-    train_idx: Sequence[int],
-    hold_idx: Sequence[int],
-    train_cfg: Any,
     history: Sequence[Any],
-    validation: EpochValidation,
-    validation_record: dict[str, Any],
-    data: Path,
-    device: str,
     backbone: dict[str, Any],
-    checkpoint_dir: Path,
-    keep_checkpoint: bool,
     score_stats: dict[str, Any] | None = None,
     training_extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Threshold the trained ``model`` on the held-out images (``image(i)``: image ``i`` preprocessed, CHW float32;
-    the training images when none are held out) and write the sealed bundle; returns ``out_dir``.
+    """Threshold the trained ``model`` on the run's held-out images (``image(i)``: image ``i`` preprocessed, CHW
+    float32; the training images when none are held out) and write the sealed bundle; returns the bundle folder.
 
-    ``train_cfg`` is the family's config (``to_dict``, ``threshold_sigmas``), ``history`` its epoch records.
+    ``run.train_cfg`` is the family's config (``to_dict``, ``threshold_sigmas``), ``history`` its epoch records.
     """
+    if run.validation is None or run.validation_record is None:
+        raise RuntimeError("finish_bundle needs the run's synthetic validation (TrainingRun.validate)")
+    split, train_cfg, out_dir, validation = run.split, run.train_cfg, run.out_dir, run.validation
+    paths, train_idx, hold_idx = split.paths, split.train_idx, split.hold_idx
     model.cpu().eval()
     threshold_source, eval_idx = "holdout", list(hold_idx)
     if not eval_idx:
@@ -70,27 +63,27 @@ def finish_bundle(
     threshold = stats["image"]["threshold"]
     training = {
         **train_cfg.to_dict(),
-        "data": str(data),
+        "data": str(split.category_dir),
         "train_images": [paths[i].name for i in train_idx],
         "holdout_images": [paths[i].name for i in hold_idx],
         **(training_extra or {}),
         "history": [asdict(h) for h in history],
         "final_epoch": asdict(history[-1]) if history else None,
-        "device": device,
+        "device": run.device,
         **validation.selection(train_cfg.epochs),
-        "synthetic_validation": validation_record,
+        "synthetic_validation": run.validation_record,
     }
     save_model(
         model,  # type: ignore[arg-type]  # any registered family
         out_dir,
-        preprocessing=preprocessing,
+        preprocessing=run.preprocessing,
         threshold=threshold,
         score_stats=stats,
         backbone=backbone,
         training=training,
     )
-    if not keep_checkpoint:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    if not run.keep_checkpoint:
+        shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
     console.log(f"bundle written to {out_dir} (threshold {threshold:.4f})")
     set_aside_stale_exports(out_dir)
     warn_threshold(threshold, stats, out_dir)

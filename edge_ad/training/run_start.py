@@ -1,5 +1,6 @@
 """What every family's bundle training does before its trainer runs: the good images and their hold-out, the
-synthetic validation set, the run's data fingerprint and its checkpoint folder.
+synthetic validation set, the run's data fingerprint and its checkpoint folder, kept in one :class:`TrainingRun`
+record that :func:`~edge_ad.training.finish.finish_bundle` takes whole at the end.
 
 Why one module: SimpleNet's :func:`~edge_ad.models.simplenet.pipeline.train_bundle` and NSA's
 :func:`~edge_ad.models.nsa.trainer.train_nsa_bundle` must split, log, validate and refuse a stale checkpoint the
@@ -18,7 +19,15 @@ from edge_ad.progress import console
 from edge_ad.training.checkpoints import CHECKPOINT_NAME, split_holdout
 from edge_ad.training.epoch_validation import EpochValidation, OnEpoch, prepare_validation
 
-__all__ = ["GoodSplit", "checkpoint_dir_for", "data_fingerprint", "split_good_images", "synthetic_validation"]
+__all__ = [
+    "GoodSplit",
+    "TrainingRun",
+    "checkpoint_dir_for",
+    "data_fingerprint",
+    "split_good_images",
+    "start_run",
+    "synthetic_validation",
+]
 
 
 @dataclass
@@ -31,6 +40,49 @@ class GoodSplit:
     paths: list[Path]
     train_idx: list[int]
     hold_idx: list[int]
+
+
+@dataclass
+class TrainingRun:
+    """One bundle training's shared state, from its start to the sealed bundle: what every family's trainer used to
+    hand :func:`~edge_ad.training.finish.finish_bundle` as fourteen separate arguments."""
+
+    split: GoodSplit
+    out_dir: Path
+    preprocessing: Any
+    train_cfg: Any
+    device: str
+    checkpoint_dir: Path
+    keep_checkpoint: bool
+    validation: EpochValidation | None = None
+    validation_record: dict[str, Any] | None = None
+
+    def validate(self, on_epoch: OnEpoch | None, **options: Any) -> EpochValidation:
+        """Prepare the per-epoch synthetic validation on the held-out images (``options`` as for
+        :func:`synthetic_validation`) and keep it, with its record, for the bundle."""
+        self.validation, self.validation_record = synthetic_validation(
+            self.split, self.preprocessing, self.train_cfg, on_epoch, **options
+        )
+        return self.validation
+
+
+def start_run(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    category: str | None,
+    preprocessing: Any,
+    train_cfg: Any,
+    device: str,
+    resume: bool,
+    keep_checkpoint: bool,
+) -> TrainingRun:
+    """Split the category's good images (logged) and claim the checkpoint folder (an earlier run's checkpoint is
+    refused unless ``resume``), before anything is trained."""
+    out_dir = Path(out_dir)
+    split = split_good_images(data_dir, category, train_cfg)
+    checkpoint_dir = checkpoint_dir_for(out_dir, resume)
+    return TrainingRun(split, out_dir, preprocessing, train_cfg, device, checkpoint_dir, keep_checkpoint)
 
 
 def split_good_images(data_dir: str | Path, category: str | None, train_cfg: Any) -> GoodSplit:

@@ -48,7 +48,7 @@ from edge_ad.training.epoch_validation import (
     check_validation_settings,
 )
 from edge_ad.training.finish import finish_bundle
-from edge_ad.training.run_start import checkpoint_dir_for, data_fingerprint, split_good_images, synthetic_validation
+from edge_ad.training.run_start import data_fingerprint, start_run
 
 __all__ = ["NSA_CPU_DEMO", "NSA_PAPER", "NsaEpoch", "NsaTrainConfig", "NsaTrainer", "train_nsa_bundle"]
 
@@ -282,8 +282,11 @@ def train_nsa_bundle(
     train_cfg = train_cfg or NsaTrainConfig()
     if preprocessing.image_size % STRIDE:
         raise ValueError(f"NSA needs --image-size to be a multiple of {STRIDE}, got {preprocessing.image_size}")
-    out_dir = Path(out_dir)
-    split = split_good_images(data_dir, category, train_cfg)
+    run = start_run(
+        data_dir, out_dir, category=category, preprocessing=preprocessing, train_cfg=train_cfg, device=device,
+        resume=resume, keep_checkpoint=keep_checkpoint,
+    )  # fmt: skip
+    split = run.split
     paths, train_idx, hold_idx = split.paths, split.train_idx, split.hold_idx
     params = params_for(split.category, train_cfg.kind)  # type: ignore[arg-type]
     params = params.replace(blend=train_cfg.blend)  # the held-out validation set keeps the category's own rule
@@ -292,9 +295,7 @@ def train_nsa_bundle(
     views = training_views([raw[i] for i in train_idx], preprocessing, jitter)
     transform = crop_transform(preprocessing.image_size, jitter, flip=params.kind == "texture")
     generator = NsaGenerator(views, params, train_cfg.label, transform=transform)
-    validation, validation_record = synthetic_validation(
-        split, preprocessing, train_cfg, on_epoch, workers=train_cfg.workers, raw=[raw[i] for i in hold_idx]
-    )
+    validation = run.validate(on_epoch, workers=train_cfg.workers, raw=[raw[i] for i in hold_idx])
 
     fingerprint = run_fingerprint(
         data=data_fingerprint(paths),
@@ -303,11 +304,10 @@ def train_nsa_bundle(
         train={k: v for k, v in train_cfg.to_dict().items() if k != "workers"},
         synthesis=generator.params.to_json(),
     )
-    checkpoint_dir = checkpoint_dir_for(out_dir, resume)
     torch.manual_seed(train_cfg.seed)
     model = NsaModel(model_cfg, image_size=preprocessing.image_size)
     trainer = NsaTrainer(
-        model, generator, preprocessing, train_cfg, device=device, checkpoint_dir=checkpoint_dir,
+        model, generator, preprocessing, train_cfg, device=device, checkpoint_dir=run.checkpoint_dir,
         run_fingerprint=fingerprint, validation=validation,
     )
     if resume and trainer.resume():
@@ -315,20 +315,9 @@ def train_nsa_bundle(
     history = trainer.fit()
     return finish_bundle(
         model,
-        out_dir,
-        preprocessing=preprocessing,
+        run,
         image=lambda i: preprocessing(raw[i]),
-        paths=paths,
-        train_idx=train_idx,
-        hold_idx=hold_idx,
-        train_cfg=train_cfg,
         history=history,
-        validation=validation,
-        validation_record=validation_record,
-        data=split.category_dir,
-        device=device,
         backbone={"weights": "none: trained from scratch (NSA needs no pretrained weights)"},
-        checkpoint_dir=checkpoint_dir,
-        keep_checkpoint=keep_checkpoint,
         training_extra={"synthesis": generator.params.to_json()},
     )

@@ -44,7 +44,7 @@ from edge_ad.training.checkpoints import CHECKPOINT_NAME, load_checkpoint, run_f
 from edge_ad.training.epoch_loop import EpochLoop
 from edge_ad.training.epoch_validation import EpochValidation, OnEpoch, check_validation_settings
 from edge_ad.training.finish import finish_bundle
-from edge_ad.training.run_start import checkpoint_dir_for, data_fingerprint, split_good_images, synthetic_validation
+from edge_ad.training.run_start import data_fingerprint, start_run
 
 __all__ = [
     "DEMO_IMAGE_SIZE",
@@ -284,17 +284,18 @@ def train_realnet_bundle(
     bb = get_backbone(model_cfg.backbone)
     # the input normalisation is the backbone's: its weights were trained with it
     preprocessing = dataclasses.replace(preprocessing or Preprocessing(), mean=bb.mean, std=bb.std)
-    out_dir = Path(out_dir)
-    split = split_good_images(data_dir, category, train_cfg)
+    run = start_run(
+        data_dir, out_dir, category=category, preprocessing=preprocessing, train_cfg=train_cfg, device=device,
+        resume=resume, keep_checkpoint=keep_checkpoint,
+    )  # fmt: skip
+    split = run.split
     paths, train_idx, hold_idx = split.paths, split.train_idx, split.hold_idx
     raw = [read_image(p) for p in paths]
     views = [preprocessing.geometry(raw[i]) for i in train_idx]
     background = object_background(views, split.category, train_cfg.kind)  # type: ignore[arg-type]
     nsa = params_for(split.category, train_cfg.kind) if train_cfg.nsa else None  # type: ignore[arg-type]
     mix = anomaly_mix(views, background=background, sdas=train_cfg.sdas, textures=train_cfg.textures, nsa=nsa)
-    validation, validation_record = synthetic_validation(
-        split, preprocessing, train_cfg, on_epoch, raw=[raw[i] for i in hold_idx]
-    )
+    validation = run.validate(on_epoch, raw=[raw[i] for i in hold_idx])
     fingerprint = run_fingerprint(
         data=data_fingerprint(paths),
         preprocessing=preprocessing.to_dict(),
@@ -302,14 +303,13 @@ def train_realnet_bundle(
         train=train_cfg.to_dict(),
         backbone={"weights": backbone_weights, "random": random_backbone},
     )
-    checkpoint_dir = checkpoint_dir_for(out_dir, resume)
     torch.manual_seed(train_cfg.seed)
     model = RealNet(model_cfg, image_size=preprocessing.image_size)
     backbone_record = setup_backbone(model, BackboneSpec(weights=backbone_weights, random=random_backbone))  # type: ignore[arg-type]
     model.to(device)
     batches = _Batches(mix, views, preprocessing, torch.device(device))
     trainer = RealNetTrainer(
-        model, batches, preprocessing, train_cfg, device=device, checkpoint_dir=checkpoint_dir,
+        model, batches, preprocessing, train_cfg, device=device, checkpoint_dir=run.checkpoint_dir,
         run_fingerprint=fingerprint, validation=validation,
     )  # fmt: skip
     if resume and trainer.resume():
@@ -320,21 +320,10 @@ def train_realnet_bundle(
     history = trainer.fit()
     return finish_bundle(
         model,
-        out_dir,
-        preprocessing=preprocessing,
+        run,
         image=lambda i: preprocessing(raw[i]),
-        paths=paths,
-        train_idx=train_idx,
-        hold_idx=hold_idx,
-        train_cfg=train_cfg,
         history=history,
-        validation=validation,
-        validation_record=validation_record,
-        data=split.category_dir,
-        device=device,
         backbone=backbone_record,
-        checkpoint_dir=checkpoint_dir,
-        keep_checkpoint=keep_checkpoint,
         training_extra={
             "afs_indices": [g.indices.tolist() for g in model.gathers],
             "afs_keep": list(model_cfg.afs_keep),

@@ -24,7 +24,7 @@ from edge_ad.progress import console
 from edge_ad.training.checkpoints import run_fingerprint
 from edge_ad.training.epoch_validation import OnEpoch
 from edge_ad.training.finish import finish_bundle
-from edge_ad.training.run_start import checkpoint_dir_for, data_fingerprint, split_good_images, synthetic_validation
+from edge_ad.training.run_start import data_fingerprint, start_run
 
 RANDOM_BACKBONE_NOISE_STD = 0.2
 
@@ -66,11 +66,14 @@ def train_bundle(
     bb = get_backbone(model_cfg.backbone)
     preprocessing = dataclasses.replace(preprocessing or Preprocessing(), mean=bb.mean, std=bb.std)
     train_cfg = train_cfg or TrainConfig()
-    out_dir = Path(out_dir)
-    split = split_good_images(data_dir, category, train_cfg)
+    run = start_run(
+        data_dir, out_dir, category=category, preprocessing=preprocessing, train_cfg=train_cfg, device=device,
+        resume=resume, keep_checkpoint=keep_checkpoint,
+    )  # fmt: skip
+    split = run.split
     paths, train_idx = split.paths, split.train_idx
     images = [preprocessing(read_image(p)) for p in paths]
-    validation, validation_record = synthetic_validation(split, preprocessing, train_cfg, on_epoch)
+    validation = run.validate(on_epoch)
 
     torch.manual_seed(train_cfg.seed)
     model = SimpleNet(model_cfg, image_size=preprocessing.image_size)
@@ -91,14 +94,13 @@ def train_bundle(
         train=train_cfg.to_dict(),
         backbone=backbone_info["sha256"],
     )
-    checkpoint_dir = checkpoint_dir_for(out_dir, resume)
     features = extract_features(model, [images[i] for i in train_idx], device=device, description="features")
     trainer = Trainer(
         model,
         features,
         train_cfg,
         device=device,
-        checkpoint_dir=checkpoint_dir,
+        checkpoint_dir=run.checkpoint_dir,
         run_fingerprint=fingerprint,
         validation=validation,
         normalize=preprocessing.normalize,
@@ -118,20 +120,9 @@ def train_bundle(
     }
     return finish_bundle(
         model,
-        out_dir,
-        preprocessing=preprocessing,
+        run,
         image=images.__getitem__,
-        paths=paths,
-        train_idx=train_idx,
-        hold_idx=split.hold_idx,
-        train_cfg=train_cfg,
         history=history,
-        validation=validation,
-        validation_record=validation_record,
-        data=split.category_dir,
-        device=device,
         backbone=backbone_info,
-        checkpoint_dir=checkpoint_dir,
-        keep_checkpoint=keep_checkpoint,
         score_stats={"train_logits": train_logits},
     )
