@@ -20,6 +20,13 @@ from edge_ad.runtimes.base import check_batch
 
 __all__ = ["OnnxRuntime"]
 
+#: Whether onnxruntime's intra-op threads busy-wait for work between operators (its default) or sleep. Off: the
+#: prefetching reader decodes the next batch on the same cores while the graph runs, and a spinning pool takes
+#: those cycles; on a 2-core AMD EPYC shared with other jobs the Lite0 graph ran 1.2-1.7x faster without spinning
+#: and end to end pipelined too (``benchmarks/results/e2e_pipeline_cpu.json``).
+SPIN = False
+
+
 def _providers(device: str) -> list[Any]:
     available = ort.get_available_providers()
     if device == "cpu":
@@ -75,13 +82,17 @@ class OnnxRuntime:
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | os.PathLike[str], device: str = "cpu", threads: int | None = None):
+    def __init__(
+        self, path: str | os.PathLike[str], device: str = "cpu", threads: int | None = None, spin: bool = SPIN
+    ):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {self.path}")
         providers = _providers(device)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if not spin:  # idle intra-op threads sleep instead of busy-waiting (see SPIN)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads is not None:
             if threads < 1:
                 raise ValueError(f"threads must be >= 1, got {threads}")
