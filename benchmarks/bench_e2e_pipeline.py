@@ -4,7 +4,9 @@ run (the arms interleaved round by round, so a shared machine's load hits them a
 For one bundle (e.g. the pretrained EfficientNet-Lite0 demo), its fused graph is traced to ONNX twice in this run:
 as the exporter wrote it before (``raw``: TF "SAME" padding as separate Pad nodes) and as ``edge-ad export`` now
 writes it (``folded``: :func:`edge_ad.onnx_tools.pad_fold.fold_pads_into_convs`). onnxruntime runs each with 2
-intra-op threads, with its default thread spinning (``spin``) or ``session.intra_op.allow_spinning=0`` (``nospin``).
+intra-op threads, with its default thread spinning (``spin``) or ``session.intra_op.allow_spinning=0`` (``nospin``),
+at its default ``ORT_ENABLE_ALL``; ``folded_nospin_extended`` is the folded graph at ``ORT_ENABLE_EXTENDED`` (no NCHWc
+layout), for the optimisation level's share.
 
 * ``graph``: img/s of each graph x spinning at batch 1 and 8 on a fixed input (median call), and the largest
   difference of the folded graph's outputs from the raw one's;
@@ -75,10 +77,12 @@ def _graphs(bundle: Path) -> tuple[bytes, bytes, int, Preprocessing]:
     return raw.SerializeToString(), folded.SerializeToString(), count, info.preprocessing
 
 
-def _session(graph: bytes, spin: bool) -> Any:
+def _session(graph: bytes, spin: bool, extended: bool = False) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if extended:  # every fusion but onnxruntime's blocked NCHWc layout (ORT_ENABLE_ALL, the default, has it)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.intra_op_num_threads = 2
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
@@ -113,6 +117,7 @@ def run(bundle: Path, images: Path, batch: int, batches: int, rounds: int) -> di
     raw, folded, pads_folded, pre = _graphs(bundle)
     sessions = {f"{g}_{s}": _session(graph, s == "spin") for g, graph in (("raw", raw), ("folded", folded))
                 for s in ("spin", "nospin")}  # fmt: skip
+    sessions["folded_nospin_extended"] = _session(folded, False, extended=True)
     files = list_images(images)
     files = (files * (batch // max(1, len(files)) + 1))[:batch]
     size = pre.image_size
@@ -127,7 +132,10 @@ def run(bundle: Path, images: Path, batch: int, batches: int, rounds: int) -> di
         ips = {k: round(b / statistics.median(v), 2) for k, v in t.items()}
         graph_rows.append({"batch": b, "images_per_s": ips, "folded_vs_raw_max_abs_diff": diff,
                            "folded_over_raw": {s: round(ips[f"folded_{s}"] / ips[f"raw_{s}"], 3)
-                                               for s in ("spin", "nospin")}})  # fmt: skip
+                                               for s in ("spin", "nospin")},
+                           "nospin_over_spin_folded": round(ips["folded_nospin"] / ips["folded_spin"], 3),
+                           "extended_over_all_folded_nospin": round(ips["folded_nospin_extended"]
+                                                                    / ips["folded_nospin"], 3)})  # fmt: skip
         print(graph_rows[-1], flush=True)
 
     decoded = [read_image(f) for f in files]
