@@ -22,8 +22,9 @@ __all__ = ["OnnxRuntime"]
 
 #: Whether onnxruntime's intra-op threads busy-wait for work between operators (its default) or sleep. Off: the
 #: prefetching reader decodes the next batch on the same cores while the graph runs, and a spinning pool takes
-#: those cycles; on a 2-core AMD EPYC shared with other jobs the Lite0 graph ran 1.2-1.7x faster without spinning
-#: and end to end pipelined too (``benchmarks/results/e2e_pipeline_cpu.json``).
+#: those cycles. On a 2-core AMD EPYC shared with other jobs (load 8-11), the Lite0 graph ran 1.20-1.23x faster at
+#: batch 8 without spinning and files -> maps pipelined 1.27-1.47x (``benchmarks/results/e2e_pipeline_cpu.json``);
+#: not yet measured on an idle machine, where spinning saves the threads' wake-ups.
 SPIN = False
 
 
