@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from edge_ad.artifacts import BundleError, artifact_path, artifact_weights_sha25
 from edge_ad.bundle import bundle_beside, check_artifact_current, warn_threshold
 from edge_ad.data.gate import InputLimits, InputRejected, check_frame
 from edge_ad.data.images import IMAGE_EXTENSIONS, ImageError, list_images, read_image
+from edge_ad.data.prefetch import prefetched
 from edge_ad.data.preprocess import Preprocessing
 from edge_ad.postprocess.image_score import check_cuda_postprocess, image_score_of
 from edge_ad.results import Prediction, heat_levels
@@ -174,6 +176,17 @@ def _open_torch(path: Path, backend: str, device: str, precision: str, postproce
     return rt
 
 
+@dataclass
+class _ReadChunk:
+    """One chunk of input files, read: its size, the Failures at their places, and the rest ready to score."""
+
+    size: int
+    failures: dict[int, Failure]
+    names: list[str]
+    crops: list[np.ndarray]
+    batch: np.ndarray
+
+
 class Detector:
     """A runtime plus what it needs to decide: preprocessing, threshold, score statistics."""
 
@@ -226,15 +239,40 @@ class Detector:
         so a frame is gated once on its way in."""
         if not images:
             return []
+        return self._score_crops(names, *self._prepare(images))
+
+    def _prepare(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Gated RGB frames -> their crops (kept for overlays) and the normalised batch the runtime takes."""
         crops = [self.preprocessing.geometry(img) for img in images]
         normalize = self.preprocessing.normalize
-        scores, maps = score_batches(
-            self.runtime.predict, crops, lambda chunk: np.stack([normalize(c) for c in chunk]), batch_size=len(crops)
-        )
+        return crops, np.stack([normalize(c) for c in crops]) if crops else np.zeros((0,), np.float32)
+
+    def _score_crops(self, names: Sequence[str], crops: list[np.ndarray], batch: np.ndarray) -> list[Prediction]:
+        if not crops:
+            return []
+        # one item, the whole batch already built: no re-stacking
+        scores, maps = score_batches(self.runtime.predict, [batch], lambda chunk: chunk[0], batch_size=1)
         return [
             Prediction(name, float(s), self.threshold, m, crop)
             for name, s, m, crop in zip(names, scores, maps, crops, strict=True)
         ]
+
+    def _read_chunk(self, chunk: Sequence[Path | Failure], limits: InputLimits | None) -> _ReadChunk:
+        """Read, gate and preprocess one chunk of files (the prefetching reader's work); a file that cannot be read
+        or that the gate refuses becomes a :class:`Failure` at its place."""
+        failures: dict[int, Failure] = {}
+        names: list[str] = []
+        images: list[np.ndarray] = []
+        for j, item in enumerate(chunk):
+            if isinstance(item, Failure):
+                failures[j] = item
+                continue
+            try:
+                images.append(read_image(item, limits))
+                names.append(str(item))
+            except ImageError as exc:
+                failures[j] = Failure(str(item), str(exc), rejected=isinstance(exc, InputRejected))
+        return _ReadChunk(len(chunk), failures, names, *self._prepare(images))
 
     def predict_paths(
         self,
@@ -245,24 +283,18 @@ class Detector:
         """Score files and folders in batches, in order (see :func:`expand_inputs`).
 
         A file that cannot be read comes out as a :class:`Failure`, and so does one the input gate refuses
-        (``rejected=True``), an image-named subfolder and an input folder without images.
+        (``rejected=True``), an image-named subfolder and an input folder without images. The next chunk is read,
+        gated and preprocessed in a worker thread while the runtime scores this one
+        (:func:`edge_ad.data.prefetch.prefetched`).
         """
         items = expand_inputs(inputs)
-        for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            readable: list[tuple[Path, np.ndarray]] = []
-            results: dict[int, Prediction | Failure] = {}
-            for j, item in enumerate(chunk):
-                if isinstance(item, Failure):
-                    results[j] = item
-                    continue
-                try:
-                    readable.append((item, read_image(item, limits)))
-                except ImageError as exc:
-                    results[j] = Failure(str(item), str(exc), rejected=isinstance(exc, InputRejected))
-            preds = iter(self.score_frames([img for _, img in readable], [str(p) for p, _ in readable]))
-            for j in range(len(chunk)):
-                yield results[j] if j in results else next(preds)
+        chunks = [items[start : start + batch_size] for start in range(0, len(items), batch_size)]
+        reader = prefetched(chunks, lambda chunk: self._read_chunk(chunk, limits), ahead=1)
+        with closing(reader):  # leaving early (break, an error) stops the reader's thread
+            for read in reader:
+                preds = iter(self._score_crops(read.names, read.crops, read.batch))
+                for j in range(read.size):
+                    yield read.failures[j] if j in read.failures else next(preds)
 
     def predict(
         self, images: np.ndarray | str | os.PathLike[str] | Sequence[Any], limits: InputLimits | None = None

@@ -16,6 +16,10 @@ precision split; the graph's input and its three outputs are float32 either way.
 rather than tracing a ``.half()`` torch module keeps the export fast on CPU, where torch's float16
 convolutions are very slow, and folds BatchNorm in float32 before rounding.
 
+After tracing, zero ``Pad`` nodes that feed convolutions (TensorFlow "SAME" padding of EfficientNet-Lite's stride-2
+layers) are folded into those convolutions' asymmetric ``pads`` (:mod:`edge_ad.onnx_tools.pad_fold`): the same
+outputs, one activation copy fewer per stride-2 layer, and onnxruntime keeps its blocked (NCHWc) layout across them.
+
 Every export is checked before it is written: ``onnx.checker`` (full check, with shape inference), the
 TensorRT op check (:mod:`edge_ad.onnx_tools.op_check`), and -- unless ``verify=False`` -- a parity run of
 onnxruntime against the fp32 torch graph on a fixed random batch. Any failure raises; nothing is written.
@@ -55,6 +59,7 @@ from edge_ad.io import atomic_path
 from edge_ad.models.registry import load_model
 from edge_ad.onnx_tools.onnx_graph import FLOP_STAGES, descendants, graph_flops
 from edge_ad.onnx_tools.op_check import assert_tensorrt_compatible
+from edge_ad.onnx_tools.pad_fold import fold_pads_into_convs
 from edge_ad.postprocess.image_score import IMAGE_SCORE_KEY, IMAGE_SCORES, SMOOTHING_SIGMA_KEY, HeadDeclaration
 
 if TYPE_CHECKING:
@@ -327,6 +332,8 @@ class ExportResult:
         """Lines for people: the checks, the parity figures and the threshold."""
         ops = self.op_check
         lines = [f"checks: onnx.checker passed; TensorRT op check passed ({ops['op_types']} op types)"]
+        if ops.get("pads_folded"):
+            lines.append(f"graph: {ops['pads_folded']} Pad node(s) folded into their convolutions' pads")
         if self.parity is None:
             lines.append("parity: not run (verify=False)")
         else:
@@ -426,6 +433,7 @@ def export_onnx_checked(
             reference = tuple(t.numpy() for t in graph(example))
 
     proto = _trace_export(graph, example, int(opset), dynamic_batch)
+    proto, pads_folded = fold_pads_into_convs(proto)  # TF "SAME" Pad nodes into their convolutions' pads
     if precision == "fp16":
         proto = convert_network_to_fp16(proto)
 
@@ -436,7 +444,7 @@ def export_onnx_checked(
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"exported graph fails onnx.checker: {exc}") from exc
     assert_tensorrt_compatible(proto)
-    op_check = {"passed": True, "op_types": len({n.op_type for n in proto.graph.node})}
+    op_check = {"passed": True, "op_types": len({n.op_type for n in proto.graph.node}), "pads_folded": pads_folded}
     _check_interface(proto, size, batch_size, dynamic_batch)
     parity = _verify(proto, example.numpy(), reference, precision) if reference is not None else None
 

@@ -45,7 +45,28 @@ def test_bench_report_on_a_tiny_bundle(tiny_bundle: Path, tiny_demo: Path) -> No
         )
         assert r["vs_paper_77fps"] == pytest.approx(r["latency"]["images_per_s"] / PAPER_FPS)
         assert 0.0 <= r["metrics"]["image_auroc"] <= 1.0
+        assert r["end_to_end_images_per_s"] > 0 and r["end_to_end_sequential_images_per_s"] > 0
     assert report["machine"]["cpu_cores"] >= 1 and report["machine"]["torch"]
+
+
+def test_pipelined_end_to_end_runs_every_batch_in_order_from_the_files(tiny_demo: Path) -> None:
+    from edge_ad.bench.run import pipelined_images_per_s
+    from edge_ad.data.images import list_images, read_image
+    from edge_ad.data.preprocess import Preprocessing
+
+    pre = Preprocessing(image_size=32, resize=36)
+    files = list_images(tiny_demo / "train" / "good")[:3]
+    want = pre.batch([read_image(f) for f in files])
+    seen: list[np.ndarray] = []
+
+    def predict(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        seen.append(x)
+        return x.mean(axis=(1, 2, 3)), x[:, 0]
+
+    rate = pipelined_images_per_s(predict, files, pre, batches=4)
+    assert rate > 0 and len(seen) == 1 + 4  # a warm-up batch, then the timed ones
+    for x in seen:
+        np.testing.assert_array_equal(x, want)
 
 
 def test_unavailable_backend_is_listed_not_a_crash(tiny_bundle: Path) -> None:

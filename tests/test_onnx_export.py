@@ -149,6 +149,13 @@ def test_fp32_onnx_matches_torch_graph(fp32_path: Path, torch_reference: tuple) 
     _assert_close(amap, ref_map, tol)
 
 
+def test_onnx_runtime_threads_sleep_unless_spinning_is_asked_for(fp32_path: Path) -> None:
+    key = "session.intra_op.allow_spinning"
+    assert OnnxRuntime(fp32_path).session.get_session_options().get_session_config_entry(key) == "0"
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # never set: onnxruntime's default
+        OnnxRuntime(fp32_path, spin=True).session.get_session_options().get_session_config_entry(key)
+
+
 def test_dynamic_batch_runs_n1_and_n3(dynamic_path: Path, torch_reference: tuple) -> None:
     batch, ref_score, ref_map = torch_reference
     dims = onnx.load(str(dynamic_path)).graph.input[0].type.tensor_type.shape.dim

@@ -140,6 +140,24 @@ def test_normalize_matches_formula() -> None:
     assert x[0, 0, 0] == pytest.approx((img[0, 0, 0] / 255 - 0.485) / 0.229, abs=1e-5)
 
 
+@pytest.mark.parametrize("mean_std", [(IMAGENET_MEAN, IMAGENET_STD), ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+def test_normalize_table_is_bit_identical_to_the_per_pixel_formula(mean_std: tuple) -> None:
+    """The lookup table computes the float32 formula operation by operation: every value of every channel equal."""
+    mean, std = mean_std
+    p = Preprocessing(mean=mean, std=std)
+    img = np.zeros((16, 16, 3), np.uint8)
+    img.reshape(-1, 3)[:] = np.arange(256, dtype=np.uint8)[:, None]  # all 256 values in every channel
+    img[..., 1] = img[..., 1][::-1]  # channels differ
+    m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    per_pixel = np.ascontiguousarray(((img.astype(np.float32) / np.float32(255.0) - m) / s).transpose(2, 0, 1))
+    np.testing.assert_array_equal(p.normalize(img), per_pixel)
+    out = np.full((3, 16, 16), np.nan, np.float32)
+    assert p.normalize(img, out=out) is out
+    np.testing.assert_array_equal(out, per_pixel)
+    with pytest.raises(ValueError, match="out must be"):
+        p.normalize(img, out=np.empty((3, 16, 15), np.float32))
+
+
 def test_call_is_geometry_then_normalize() -> None:
     img = _random_image(300, 280, 6)
     p = Preprocessing()

@@ -315,7 +315,9 @@ def bench(
     json_out: Path = typer.Option(None, "--json", help="Report path (default: bench-<device>.json beside TARGET)."),
 ) -> None:
     """FPS and latency per backend/precision/batch, against the paper's 77 FPS and the in-run baseline. Each row
-    names the backend, precision and file that ran; what this machine cannot run is listed as not available."""
+    names the backend, precision and file that ran; what this machine cannot run is listed as not available.
+    "e2e img/s" is files -> scores and maps as predict/eval run them (the next batch decoded and preprocessed while
+    the graph runs this one; wall clock over several batches); "e2e seq img/s" the same steps one after the other."""
     from edge_ad.bench.plan import resolve_options
     from edge_ad.bench.run import run_bench
     from edge_ad.bench.target import artifact_metadata

@@ -26,6 +26,7 @@ the pixels that stay exactly 1 as anomalous, which shrinks every defect region s
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -164,13 +165,24 @@ class Preprocessing:
         _check_image(image)
         return self._apply_geometry(image, _resize_antialiased)
 
-    def normalize(self, image: np.ndarray) -> np.ndarray:
-        """``uint8`` ``H x W x 3`` RGB -> ``float32`` ``3 x H x W``: ``(x / 255 - mean) / std``."""
+    def normalize(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``uint8`` ``H x W x 3`` RGB -> ``float32`` ``3 x H x W``: ``(x / 255 - mean) / std``.
+
+        Computed as a lookup of the 256 possible values per channel (:func:`_normalize_table`, the formula in float32
+        operation by operation, so the result is bit-identical to evaluating it on every pixel) in one OpenCV pass,
+        then one copy into channel-first layout: ``out`` (a ``3 x H x W`` float32 array, e.g. one image of a batch)
+        receives it when given.
+        """
         _check_image(image)
-        mean = np.asarray(self.mean, dtype=np.float32)
-        std = np.asarray(self.std, dtype=np.float32)
-        x = (image.astype(np.float32) / np.float32(255.0) - mean) / std
-        return np.ascontiguousarray(x.transpose(2, 0, 1))
+        h, w = image.shape[:2]
+        if out is None:
+            out = np.empty((3, h, w), dtype=np.float32)
+        elif out.shape != (3, h, w) or out.dtype != np.float32:
+            raise ValueError(f"out must be a float32 array of shape {(3, h, w)}, got {out.dtype} {out.shape}")
+        values = cv2.LUT(image, _normalize_table(self.mean, self.std))  # H x W x 3 float32
+        for c in range(3):
+            out[c] = values[:, :, c]
+        return out
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Geometry then normalisation: ``uint8`` ``H x W x 3`` -> ``float32`` ``3 x S x S``."""
@@ -181,7 +193,7 @@ class Preprocessing:
         s = self.image_size
         out = np.empty((len(images), 3, s, s), dtype=np.float32)
         for i, img in enumerate(images):
-            out[i] = self(img)
+            self.normalize(self.geometry(img), out=out[i])
         return out
 
     def mask(self, mask: np.ndarray) -> np.ndarray:
@@ -206,6 +218,16 @@ class Preprocessing:
         std = np.asarray(self.std, dtype=np.float32)[:, None, None]
         rgb = (x * std + mean) * np.float32(255.0)
         return np.ascontiguousarray(np.rint(np.clip(rgb, 0.0, 255.0)).astype(np.uint8).transpose(1, 2, 0))
+
+
+@functools.lru_cache(maxsize=16)
+def _normalize_table(mean: tuple[float, float, float], std: tuple[float, float, float]) -> np.ndarray:
+    """``(v / 255 - mean) / std`` for every uint8 value ``v`` and channel, as a ``1 x 256 x 3`` float32 table
+    (``cv2.LUT``'s layout), with the same float32 operations in the same order as the per-pixel formula."""
+    values = np.arange(256, dtype=np.float32)[:, None]
+    table = (values / np.float32(255.0) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    table.flags.writeable = False
+    return np.ascontiguousarray(table.reshape(1, 256, 3))
 
 
 def _check_image(image: np.ndarray) -> None:

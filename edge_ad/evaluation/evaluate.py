@@ -52,7 +52,9 @@ def score_samples(
         return preprocessing.batch(images)
 
     with progress_bar(total=len(samples), description="evaluate") as bar:
-        scores, maps = score_batches(runtime.predict, samples, to_batch, batch_size=batch_size, on_batch=bar.advance)
+        scores, maps = score_batches(
+            runtime.predict, samples, to_batch, batch_size=batch_size, on_batch=bar.advance, read_ahead=1
+        )
     if not masks:
         maps = np.zeros((0, size, size), np.float32)
     mask_arr = np.stack(masks).astype(bool) if masks else np.zeros((0, size, size), bool)

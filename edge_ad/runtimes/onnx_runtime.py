@@ -20,6 +20,14 @@ from edge_ad.runtimes.base import check_batch
 
 __all__ = ["OnnxRuntime"]
 
+#: Whether onnxruntime's intra-op threads busy-wait for work between operators (its default) or sleep. Off: the
+#: prefetching reader decodes the next batch on the same cores while the graph runs, and a spinning pool takes
+#: those cycles. On a 2-core AMD EPYC shared with other jobs (load 8-11), the Lite0 graph ran 1.20-1.23x faster at
+#: batch 8 without spinning and files -> maps pipelined 1.27-1.47x (``benchmarks/results/e2e_pipeline_cpu.json``);
+#: not yet measured on an idle machine, where spinning saves the threads' wake-ups.
+SPIN = False
+
+
 def _providers(device: str) -> list[Any]:
     available = ort.get_available_providers()
     if device == "cpu":
@@ -75,13 +83,17 @@ class OnnxRuntime:
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | os.PathLike[str], device: str = "cpu", threads: int | None = None):
+    def __init__(
+        self, path: str | os.PathLike[str], device: str = "cpu", threads: int | None = None, spin: bool = SPIN
+    ):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {self.path}")
         providers = _providers(device)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if not spin:  # idle intra-op threads sleep instead of busy-waiting (see SPIN)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads is not None:
             if threads < 1:
                 raise ValueError(f"threads must be >= 1, got {threads}")

@@ -153,7 +153,10 @@ def import_checkpoint(
     if good_images is not None:
         paths = list_images(good_images)
         scores, maps = score_batches(
-            TorchRuntime(model).predict, paths, lambda chunk: preprocessing.batch([read_image(p) for p in chunk])
+            TorchRuntime(model).predict,
+            paths,
+            lambda chunk: preprocessing.batch([read_image(p) for p in chunk]),
+            read_ahead=1,
         )
         score_stats = good_statistics(scores, maps, threshold_sigmas)
         score_stats["threshold_source"] = f"{len(paths)} good images in {good_images}"
