@@ -116,7 +116,8 @@ FAMILY = Family(
         TrainOption(
             "layers",
             str,
-            "Backbone levels, comma-separated (default: its stride-8 and stride-16 ones, e.g. block4,block10).",
+            "Backbone levels, comma-separated (default: its stride-8 and stride-16 ones, e.g. block4,block10; "
+            "wide_resnet50_2: the paper's layer1,layer2,layer3,layer4).",
         ),
         TrainOption(
             "backbone_weights",
@@ -124,7 +125,12 @@ FAMILY = Family(
             "Backbone weights: a .pth/.safetensors file, or for wide_resnet50_2 'imagenet1k_v1' to download.",
         ),
         TrainOption("random_backbone", bool, "Use randomly initialised backbone weights (demo/testing)."),
-        TrainOption("preset", str, "Recipe: paper (default) or cpu-demo (see README)."),
+        TrainOption(
+            "preset",
+            str,
+            "Recipe: paper (default: Adam 1e-4, batch 16, 1000 epochs; the paper trains at --image-size 256 "
+            "--no-crop) or cpu-demo (see README).",
+        ),
         TrainOption(
             "textures",
             str,
