@@ -63,7 +63,8 @@ def test_paper_levels_train_one_step_and_the_graph_matches(tiny_demo: Path) -> N
 
 @pytest.mark.slow
 def test_paper_preset_on_wide_resnet_through_the_cli_and_onnx(tiny_demo: Path, tmp_path: Path) -> None:
-    """The full paper sizes (about 260 M parameters, 1 GB in fp32) at 64 px: one step, then ONNX fp32 parity."""
+    """The full paper sizes (about 260 M parameters, 1 GB in fp32) at 64 px: one step, then ONNX fp32 parity.
+    Heavy: 514 s and 7.0 GB peak memory on a 2-core AMD EPYC under load 10 (2026-12-07)."""
     from edge_ad.cli.main import app
     from edge_ad.export import export
     from edge_ad.models.registry import load_model
