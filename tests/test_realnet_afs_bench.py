@@ -44,3 +44,24 @@ def test_the_photo_benchmark_trains_realnet_with_each_variants_settings(
     assert long["train_cfg"].epochs == 2 * REALNET_CPU_DEMO.epochs
     assert demo["model_cfg"] == RealNetConfig()  # pretrained Lite0, AFS on
     assert every["model_cfg"].afs_ratio == 1.0 and every["model_cfg"].rrs_k == RealNetConfig().rrs_k
+    assert demo["train_cfg"].textures is None  # the category's own images
+
+
+def test_the_smooth_textures_variant_blurs_the_training_crops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cv2
+    import numpy as np
+
+    import edge_ad.benchmarks.real_photos as rp
+
+    good = tmp_path / "tune" / "grass" / "train" / "good"
+    good.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        cv2.imwrite(str(good / f"{i}.png"), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(rp, "train_realnet_bundle", lambda data, out, **kw: calls.append(kw) or out)
+    rp.train("realnet", tmp_path, "grass", tmp_path / "m" / "grass", rp.VARIANTS["realnet_smooth_textures"], seed=0)
+    folder = Path(calls[0]["train_cfg"].textures)
+    assert sorted(p.name for p in folder.iterdir()) == ["0.png", "1.png"]
+    original, blurred = (cv2.imread(str(d / "0.png")).astype(float) for d in (good, folder))
+    assert blurred.std() < 0.2 * original.std()  # smooth patches, not the busy texture
