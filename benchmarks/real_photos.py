@@ -90,6 +90,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # RealNet with --textures: its training crops Gaussian-blurred (sigma 6), so that smooth patches on the busy
     # texture are among its anomalies (the demo recipe's glue pixel AUROC on the tune split: grass 0.11, gravel 0.02)
     "realnet_smooth_textures": {"realnet_blurred_textures": 6.0},
+    # ... blurred harder (sigma 12: gravel's stones are larger than grass blades), or beside the crops themselves
+    "realnet_smooth_textures12": {"realnet_blurred_textures": 12.0},
+    "realnet_mixed_textures": {"realnet_blurred_textures": 6.0, "realnet_keep_originals": True},
 }
 
 #: RealNet's geometry unless a variant names one: the demo's (the crops are 128 px).
@@ -129,8 +132,9 @@ def train(family: str, data: Path, category: str, out: Path, variant: dict[str, 
     )
 
 
-def blurred_textures(category_dir: Path, folder: Path, sigma: float) -> Path:
-    """A texture folder for ``--textures``: the category's good training images, Gaussian-blurred by ``sigma``."""
+def blurred_textures(category_dir: Path, folder: Path, sigma: float, keep_originals: bool = False) -> Path:
+    """A texture folder for ``--textures``: the category's good training images, Gaussian-blurred by ``sigma``
+    (with ``keep_originals``, the images themselves beside them)."""
     import cv2
 
     from edge_ad.data.layout import train_images
@@ -139,6 +143,8 @@ def blurred_textures(category_dir: Path, folder: Path, sigma: float) -> Path:
     for path in train_images(category_dir):
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         cv2.imwrite(str(folder / f"{path.stem}.png"), cv2.GaussianBlur(image, (0, 0), sigma))
+        if keep_originals:
+            cv2.imwrite(str(folder / f"{path.stem}-original.png"), image)
     return folder
 
 
@@ -148,7 +154,8 @@ def train_realnet(data: Path, category: str, out: Path, variant: dict[str, Any],
     textures = None
     if "realnet_blurred_textures" in variant:
         sigma = float(variant["realnet_blurred_textures"])
-        textures = str(blurred_textures(data / "tune" / category, out.parent / f"textures-{category}", sigma))
+        keep = bool(variant.get("realnet_keep_originals", False))
+        textures = str(blurred_textures(data / "tune" / category, out.parent / f"textures-{category}", sigma, keep))
     default = RealNetConfig(backbone=variant.get("backbone", "efficientnet_lite0"))
     model_cfg = default
     if "afs_ratio" in variant:  # the ablation keeps RRS's size, so only the AFS selection differs

@@ -65,3 +65,7 @@ def test_the_smooth_textures_variant_blurs_the_training_crops(tmp_path: Path, mo
     assert sorted(p.name for p in folder.iterdir()) == ["0.png", "1.png"]
     original, blurred = (cv2.imread(str(d / "0.png")).astype(float) for d in (good, folder))
     assert blurred.std() < 0.2 * original.std()  # smooth patches, not the busy texture
+    rp.train("realnet", tmp_path, "grass", tmp_path / "n" / "grass", rp.VARIANTS["realnet_mixed_textures"], seed=0)
+    mixed = Path(calls[1]["train_cfg"].textures)
+    assert sorted(p.name for p in mixed.iterdir()) == ["0-original.png", "0.png", "1-original.png", "1.png"]
+    assert np.array_equal(cv2.imread(str(mixed / "0-original.png")), cv2.imread(str(good / "0.png")))
