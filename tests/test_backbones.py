@@ -131,3 +131,65 @@ def test_unknown_names_are_refused() -> None:
         get_backbone("resnet18")
     with pytest.raises(ValueError, match="choose from"):
         get_backbone("efficientnet_lite0").level("layer2")
+
+
+def test_wide_resnet_builds_layer4_only_when_asked_and_keeps_layer2_layer3_bit_identical() -> None:
+    from torch import nn
+
+    from edge_ad.models.backbones import wide_resnet as wr
+
+    class LegacyTrunk(nn.Module):  # the trunk as it was before layer4: stem, layer1..layer3 built in this order
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+            self.bn1 = nn.BatchNorm2d(64)
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+            self.layer1 = wr._make_layer(64, 64, 3, stride=1)
+            self.layer2 = wr._make_layer(256, 128, 4, stride=2)
+            self.layer3 = wr._make_layer(512, 256, 6, stride=2)
+            wr.WideResNet50Trunk.reset_parameters(self)  # type: ignore[arg-type]
+
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    for scheme in (None, "isometric"):
+        nets = []
+        for build in (LegacyTrunk, lambda: wr.WideResNet50Trunk(wr.FEATURE_LAYERS)):  # SimpleNet's layer2 + layer3
+            torch.manual_seed(0)
+            net = build()
+            if scheme is not None:
+                wr.init_random_trunk(net, scheme)  # type: ignore[arg-type]
+            nets.append(net.eval())
+        legacy, simplenet = nets
+        old, new = legacy.state_dict(), simplenet.state_dict()
+        assert list(old) == list(new) and all(torch.equal(old[k], new[k]) for k in old)
+        assert wr.state_dict_sha256(legacy) == wr.state_dict_sha256(simplenet)  # what bundles record
+        with torch.no_grad():
+            l2, l3 = simplenet(x)
+            x1 = legacy.layer1(legacy.maxpool(legacy.relu(legacy.bn1(legacy.conv1(x)))))
+            assert torch.equal(l2, legacy.layer2(x1)) and torch.equal(l3, legacy.layer3(legacy.layer2(x1)))
+
+    torch.manual_seed(0)
+    paper = wr.WideResNet50Trunk(("layer1", "layer2", "layer3", "layer4")).eval()  # RealNet's paper levels
+    assert {k for k in paper.state_dict() if k not in new} == {k for k in paper.state_dict() if k.startswith("layer4.")}
+    paper.load_state_dict({**paper.state_dict(), **new})  # the same weights up to layer3: the same features
+    with torch.no_grad():
+        p1, p2, p3, p4 = paper(x)
+    assert torch.equal(p2, l2) and torch.equal(p3, l3)
+    assert p1.shape == (2, 256, 16, 16) and p4.shape == (2, 2048, 2, 2)
+    assert wr.WideResNet50Trunk(("layer1",)).stages == ("layer1", "layer2", "layer3")  # never shorter than it was
+
+
+def test_wide_resnet_layer4_loads_from_a_torchvision_state_dict() -> None:
+    from edge_ad.models.backbones.wide_resnet import WideResNet50Trunk, load_backbone_weights
+
+    torch.manual_seed(3)
+    full = WideResNet50Trunk(("layer4",))
+    state = {**full.state_dict(), "fc.weight": torch.zeros(1000, 2048), "fc.bias": torch.zeros(1000)}
+    torch.manual_seed(4)
+    paper, default = WideResNet50Trunk(("layer1", "layer4")), WideResNet50Trunk()
+    load_backbone_weights(paper, state)
+    load_backbone_weights(default, state)  # layer4 and fc ignored
+    assert torch.equal(paper.layer4[2].conv3.weight, full.layer4[2].conv3.weight)
+    assert torch.equal(default.layer3[5].conv2.weight, full.layer3[5].conv2.weight)
+    with pytest.raises(BackboneWeightsError, match="keys missing"):
+        load_backbone_weights(paper, {k: v for k, v in state.items() if not k.startswith("layer4.")})

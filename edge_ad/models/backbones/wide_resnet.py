@@ -1,8 +1,13 @@
-"""WideResNet50-2 up to layer3, in plain torch with torchvision's parameter names.
+"""WideResNet50-2 up to layer4, in plain torch with torchvision's parameter names.
 
 torchvision cannot be installed CPU-only next to the torch wheel this project uses, so the trunk is written
 here. Parameter names match ``torchvision.models.wide_resnet50_2`` exactly, so a user's ImageNet checkpoint
-(torchvision ``.pth`` or safetensors) loads unchanged; keys after layer3 (layer4, fc) are ignored.
+(torchvision ``.pth`` or safetensors) loads unchanged; keys the trunk does not build (fc, and layer4 unless a
+layer4 level is asked for) are ignored.
+
+The trunk is built up to its deepest requested level but never shorter than layer3: SimpleNet's layer2 + layer3
+(and every bundle written while the trunk stopped at layer3) keep exactly the modules, parameter names and random
+draws they had; layer4 (15 M parameters) exists only when a family asks for it (RealNet's paper levels layer1-4).
 """
 
 from __future__ import annotations
@@ -33,8 +38,12 @@ IMAGENET_WEIGHTS = {
 }
 
 FEATURE_LAYERS = ("layer2", "layer3")
-LAYER_CHANNELS = {"layer1": 256, "layer2": 512, "layer3": 1024}
-LAYER_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16}
+LAYER_CHANNELS = {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}
+LAYER_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
+#: (planes, blocks, stride) of each stage: torchvision's wide_resnet50_2 (3, 4, 6, 3 bottlenecks).
+STAGES = {"layer1": (64, 3, 1), "layer2": (128, 4, 2), "layer3": (256, 6, 2), "layer4": (512, 3, 2)}
+#: The shallowest trunk ever built: the stage the trunk stopped at before layer4 existed.
+MIN_STAGE = "layer3"
 
 
 class Bottleneck(nn.Module):
@@ -74,8 +83,16 @@ def _make_layer(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequ
     return nn.Sequential(*layers)
 
 
+def _stages_for(out_layers: tuple[str, ...]) -> tuple[str, ...]:
+    """The stages to build: layer1 up to the deepest requested one, at least up to :data:`MIN_STAGE`."""
+    order = list(STAGES)
+    deepest = max((order.index(name) for name in out_layers), default=0)
+    return tuple(order[: max(deepest, order.index(MIN_STAGE)) + 1])
+
+
 class WideResNet50Trunk(nn.Module):
-    """Stem, layer1..layer3 of WideResNet50-2; returns the requested layers' outputs in order."""
+    """Stem and layer1..layerN of WideResNet50-2 (N: the deepest requested level, at least 3); returns the requested
+    layers' outputs in order."""
 
     def __init__(self, out_layers: Iterable[str] = FEATURE_LAYERS):
         super().__init__()
@@ -87,9 +104,12 @@ class WideResNet50Trunk(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.layer1 = _make_layer(64, 64, 3, stride=1)
-        self.layer2 = _make_layer(256, 128, 4, stride=2)
-        self.layer3 = _make_layer(512, 256, 6, stride=2)
+        self.stages = _stages_for(self.out_layers)
+        inplanes = 64
+        for name in self.stages:
+            planes, blocks, stride = STAGES[name]
+            setattr(self, name, _make_layer(inplanes, planes, blocks, stride))
+            inplanes = planes * Bottleneck.expansion
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -105,12 +125,12 @@ class WideResNet50Trunk(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         outs: dict[str, Tensor] = {}
-        last = self.out_layers[-1] if self.out_layers else "layer3"
-        for name in ("layer1", "layer2", "layer3"):
+        wanted = set(self.out_layers)
+        for name in self.stages:
+            if wanted and not wanted - outs.keys():  # nothing after the deepest requested layer is computed
+                break
             x = getattr(self, name)(x)
             outs[name] = x
-            if name == last:  # nothing after the deepest requested layer is computed
-                break
         return [outs[name] for name in self.out_layers]
 
 
@@ -161,7 +181,8 @@ def init_random_trunk(trunk: WideResNet50Trunk, scheme: str = DEFAULT_RANDOM_INI
 
 
 def load_backbone_weights(trunk: WideResNet50Trunk, state: dict[str, Tensor], source: str = "") -> None:
-    """Load the trunk's tensors from a full WideResNet50-2 state dict; extra keys (layer4, fc) are ignored."""
+    """Load the trunk's tensors from a full WideResNet50-2 state dict; keys it does not build (fc, layer4 unless
+    asked for) are ignored."""
     load_state(trunk, state, "WideResNet50-2", source, hint=" (is it a ResNet50 rather than WideResNet50-2?)")
 
 

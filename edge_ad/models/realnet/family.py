@@ -1,7 +1,8 @@
 """RealNet's :class:`~edge_ad.models.family.Family` record: how it is built, trained and demonstrated.
 
 Torch-free to import; each callable imports the model and trainer when it runs. Its ``--backbone``, ``--layers``,
-``--backbone-weights`` and ``--random-backbone`` are SimpleNet's options (same names, same types).
+``--backbone-weights`` and ``--random-backbone`` are SimpleNet's options (same names, same types); ``--textures`` and
+``--anomalies`` (alias ``--sdas``) pick the anomaly sources of :func:`edge_ad.synthesis.sources.anomaly_mix`.
 """
 
 from __future__ import annotations
@@ -28,11 +29,36 @@ def build(info: Any) -> AnomalyModel:
     return RealNet(RealNetConfig.from_dict(info.model), image_size=info.image_size)
 
 
+def anomaly_folders(options: dict[str, Any]) -> dict[str, str | None]:
+    """``--textures`` and ``--anomalies``/``--sdas`` as the train config's ``textures`` and ``sdas`` folders, each
+    checked before any data is read: a missing, non-folder or imageless folder is one ValueError naming the option."""
+    from edge_ad.data.images import ImageError, list_images
+
+    anomalies, sdas = options.get("anomalies"), options.get("sdas")
+    if anomalies is not None and sdas is not None and Path(anomalies) != Path(sdas):
+        raise ValueError("--anomalies and --sdas name the same folder (one is the other's alias); give one")
+    folders = {
+        "textures": ("--textures", options.get("textures")),
+        "sdas": ("--sdas" if anomalies is None else "--anomalies", anomalies or sdas),
+    }
+    out: dict[str, str | None] = {}
+    for key, (flag, folder) in folders.items():
+        if folder is not None:
+            try:
+                found = list_images(folder)
+            except ImageError as exc:
+                raise ValueError(f"{flag}: {exc}") from None
+            if not found:
+                raise ValueError(f"{flag}: no images in {folder} (expected .png/.jpg/... files directly inside)")
+            out[key] = str(folder)
+    return out
+
+
 def train(
     data: Path, out_dir: Path, preprocessing: Any, common: dict[str, Any], options: dict[str, Any], run: dict[str, Any]
 ) -> None:
     """``edge-ad train --model realnet``: pretrained EfficientNet-Lite0 unless told; ``--preset`` paper (default) or
-    cpu-demo; the shared options on top."""
+    cpu-demo; the shared options and the anomaly folders on top."""
     from edge_ad.models.backbones import DEFAULT_BACKBONE
     from edge_ad.models.realnet.model import RealNetConfig
     from edge_ad.models.realnet.trainer import PRESETS, train_realnet_bundle
@@ -45,7 +71,7 @@ def train(
         raise ValueError("--backbone-weights and --random-backbone exclude each other")
     layers = tuple(x.strip() for x in (options.get("layers") or "").split(",") if x.strip())
     model_cfg = RealNetConfig(backbone=options.get("backbone") or DEFAULT_BACKBONE, layers=layers)
-    given = {k: v for k, v in common.items() if v is not None}
+    given = {k: v for k, v in common.items() if v is not None} | anomaly_folders(options)
     train_cfg = dataclasses.replace(PRESETS[name], **given)  # re-runs the config's validation
     train_realnet_bundle(
         data, out_dir, preprocessing=preprocessing, model_cfg=model_cfg, train_cfg=train_cfg,
@@ -90,7 +116,8 @@ FAMILY = Family(
         TrainOption(
             "layers",
             str,
-            "Backbone levels, comma-separated (default: its stride-8 and stride-16 ones, e.g. block4,block10).",
+            "Backbone levels, comma-separated (default: its stride-8 and stride-16 ones, e.g. block4,block10; "
+            "wide_resnet50_2: the paper's layer1,layer2,layer3,layer4).",
         ),
         TrainOption(
             "backbone_weights",
@@ -98,9 +125,27 @@ FAMILY = Family(
             "Backbone weights: a .pth/.safetensors file, or for wide_resnet50_2 'imagenet1k_v1' to download.",
         ),
         TrainOption("random_backbone", bool, "Use randomly initialised backbone weights (demo/testing)."),
-        TrainOption("preset", str, "Recipe: paper (default) or cpu-demo (see README)."),
+        TrainOption(
+            "preset",
+            str,
+            "Recipe: paper (default: Adam 1e-4, batch 16, 1000 epochs; the paper trains at --image-size 256 "
+            "--no-crop) or cpu-demo (see README).",
+        ),
+        TrainOption(
+            "textures",
+            str,
+            "Folder of texture images (e.g. DTD) blended into good images under Perlin masks, opacity 0.2-1.0 "
+            "(default: the category's own images, turned and mirrored).",
+        ),
+        TrainOption(
+            "anomalies",
+            str,
+            "Folder of SDAS/SIA images (edge-ad sdas sample) blended under Perlin masks, opacity 0.5-1.0.",
+        ),
+        TrainOption("sdas", str, "Alias of --anomalies."),
     ),
-    option_note="takes --backbone, --layers, --backbone-weights, --random-backbone and --preset",
+    option_note="takes --backbone, --layers, --backbone-weights, --random-backbone, --preset, --textures, "
+    "--anomalies and --sdas",
     demo=DemoRecipe(
         CPU_DEMO_EPOCHS,
         demo_train,

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from edge_ad.models.backbones import DEFAULT_BACKBONE, get_backbone
+from edge_ad.models.backbones import DEFAULT_BACKBONE, PAPER_BACKBONE, get_backbone
 from edge_ad.models.realnet.reconstruction import Reconstruction
 from edge_ad.models.realnet.rrs import ResidualSelection, SegmentationDecoder, residuals
 from edge_ad.postprocess.torch_ops import AnomalyMapHead
@@ -38,11 +38,15 @@ __all__ = ["RealNet", "RealNetConfig", "RealNetGraph"]
 
 #: The reference's WideResNet50 layer1-4 AFS sizes.
 PAPER_AFS_KEEP = {"layer1": 256, "layer2": 512, "layer3": 512, "layer4": 256}
+#: RealNet's levels on the paper's backbone when none are named: the reference's layer1-4 (not SimpleNet's
+#: layer2 + layer3, the backbone's own default).
+PAPER_LAYERS = tuple(PAPER_AFS_KEEP)
 
 
 @dataclass
 class RealNetConfig:
-    """Architecture constants; empty ``layers`` / ``afs_keep`` and ``rrs_k = 0`` are filled from the backbone."""
+    """Architecture constants; empty ``layers`` / ``afs_keep`` and ``rrs_k = 0`` are filled from the backbone (on
+    WideResNet50: the reference's layer1-4 and 256 / 512 / 512 / 256 channels, RRS 256 + 256)."""
 
     backbone: str = DEFAULT_BACKBONE
     layers: tuple[str, ...] = ()
@@ -55,13 +59,13 @@ class RealNetConfig:
 
     def __post_init__(self) -> None:
         bb = get_backbone(self.backbone)
-        self.layers = tuple(self.layers) or bb.default_layers
+        self.layers = tuple(self.layers) or (PAPER_LAYERS if bb.name == PAPER_BACKBONE else bb.default_layers)
         channels = [bb.level(name).channels for name in self.layers]
         if not 0 < self.afs_ratio <= 1:
             raise ValueError(f"afs_ratio must be in (0, 1], got {self.afs_ratio}")
         if not self.afs_keep:
             self.afs_keep = tuple(
-                min(c, PAPER_AFS_KEEP[n]) if bb.name == "wide_resnet50_2" and n in PAPER_AFS_KEEP
+                min(c, PAPER_AFS_KEEP[n]) if bb.name == PAPER_BACKBONE and n in PAPER_AFS_KEEP
                 else math.ceil(c * self.afs_ratio)
                 for n, c in zip(self.layers, channels, strict=True)
             )
