@@ -208,3 +208,19 @@ def test_sources_and_the_sdas_help_need_no_torch() -> None:
         "assert r.exit_code == 0 and '--strength' in r.output, r.output\n",
         ["torch", "diffusers"],
     )
+
+
+def test_a_smooth_pattern_is_pasted_although_the_gate_would_call_it_a_blank_frame(tmp_path: Path) -> None:
+    """A plain or blurred texture is a legitimate pattern: only the blank-frame rule is off for pasted material."""
+    from edge_ad.data.gate import InputRejected
+    from edge_ad.data.images import read_image
+
+    flat = np.full((48, 48, 3), 120, np.uint8)
+    folder = _write_folder(tmp_path / "smooth", [flat])
+    with pytest.raises(InputRejected):  # a frame this flat gets no verdict
+        read_image(folder / "p0.png")
+    patterns = FolderPatterns(folder)
+    assert np.array_equal(patterns.pattern((48, 48), np.random.default_rng(0)), flat)
+    (folder / "p0.png").write_bytes(b"not a png")
+    with pytest.raises(Exception, match="p0.png"):  # every other check of the gate stays
+        FolderPatterns(folder)

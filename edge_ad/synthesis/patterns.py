@@ -14,9 +14,15 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from edge_ad.data.gate import InputLimits
 from edge_ad.data.images import list_images, read_image
 
-__all__ = ["CategoryPatterns", "FolderPatterns", "PatternSource", "resize_to"]
+__all__ = ["PATTERN_LIMITS", "CategoryPatterns", "FolderPatterns", "PatternSource", "resize_to"]
+
+#: The input gate for pasted material: every check but the blank-frame rule. A smooth texture, a blurred crop or a
+#: plain SDAS sample is a legitimate P (a smooth patch on busy texture is exactly the defect it should teach); the
+#: blank-frame rule is there to refuse a verdict on a frame, and no verdict is given on a pattern.
+PATTERN_LIMITS = InputLimits(flat_std=0.0)
 
 
 class PatternSource(Protocol):
@@ -56,7 +62,7 @@ class FolderPatterns:
         if limit is not None:
             paths = paths[:limit]
         self.folder = Path(folder)
-        self.images = [read_image(p) for p in paths]
+        self.images = [read_image(p, PATTERN_LIMITS) for p in paths]
         self.jitter = jitter
 
     def __len__(self) -> int:
