@@ -190,18 +190,29 @@ class RealNetGraph(nn.Module):
     Named like the other graphs (``backbone``, ``parts``, ``out``, ``head``) so the torch runtime's fp16 split
     applies. RRS exports as TopK + GatherElements (per image), AFS as constant Gathers. Declared for the stages
     after export: the image score is the patch map's maximum, the smoothing sigma is the config's; the INT8
-    layout is declared but no INT8 recipe has been measured for RealNet (the head stays float in every recipe).
+    layout keeps the head and the RRS ranking (which has no weighted layer, so no Q/DQ lands in it) in float in every
+recipe; calibration's search chooses how much of the rest is INT8.
     """
 
     image_score: ClassVar[str] = "max"
+    #: The legacy TorchScript exporter cannot size the RRS BatchNorm after the Concat: export goes to torch.export's.
+    onnx_exporter: ClassVar[str] = "dynamo"
+    #: fp16 keeps the backbone float32: its float16 rounding, amplified by the squared residuals, moved the maps by
+    #: up to 0.29 of their range on the export's check image (G_k, RRS and decoder in float16 alone: 1e-3).
+    fp16_float32: ClassVar[tuple[str, ...]] = ("/backbone/*",)
     int8_layout: ClassVar[dict[str, Any]] = {
         "parts": {
-            "head": ["/head/*", "/Softmax", "/Slice*", "/Gather*"],
-            "decoder": ["/out/*"],
-            "network": ["/parts.*"],
+            "head": ["/head/*", "/Softmax", "/Slice*"],  # softmax's anomalous class, max, resize + Gaussian
+            "selection": ["/parts.0/rrs/*"],  # RRS: non-affine BatchNorm, max / mean, TopK, GatherElements
+            "decoder": ["/out/*"],  # the segmentation decoder's convolutions
+            "reconstruction": ["/parts.*"],  # AFS gathers, G_k, squared residuals
             "backbone": ["/backbone/*"],
         },
-        "recipes": {"all": ["head"], "backbone_only": ["head", "decoder", "network"]},
+        "recipes": {
+            "all": ["head", "selection"],
+            "keep_decoder_fp": ["head", "selection", "decoder"],
+            "backbone_only": ["head", "selection", "decoder", "reconstruction"],
+        },
         "default": "backbone_only",
     }
 
