@@ -58,6 +58,7 @@ def _legacy(module: nn.Module, example: Tensor, names: dict[str, Any], dynamic_b
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message=r".*will be removed.*")
+        warnings.filterwarnings("ignore", message=r".*Constant folding not applied.*")  # strided Slice: stays a Slice
         torch.onnx.export(
             module, (example,), buffer, dynamo=False, do_constant_folding=True, dynamic_axes=dynamic_axes, **names
         )
@@ -80,6 +81,8 @@ def _quiet_loggers(*names: str) -> Iterator[None]:
 
 def _dynamo(module: nn.Module, example: Tensor, names: dict[str, Any], dynamic_batch: bool) -> onnx.ModelProto:
     dynamic_shapes = {INPUT_NAME: {0: torch.export.Dim("batch")}} if dynamic_batch else None
+    if dynamic_batch and example.shape[0] == 1:  # torch.export specialises a size-1 axis: trace on two images
+        example = torch.cat([example, example])
     names = {**names, "opset_version": max(int(names["opset_version"]), DYNAMO_OPSET)}
     with _quiet_loggers("torch.onnx", "torch.export", "onnxscript"), warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -200,6 +200,10 @@ recipe; calibration's search chooses how much of the rest is INT8.
     #: fp16 keeps the backbone float32: its float16 rounding, amplified by the squared residuals, moved the maps by
     #: up to 0.29 of their range on the export's check image (G_k, RRS and decoder in float16 alone: 1e-3).
     fp16_float32: ClassVar[tuple[str, ...]] = ("/backbone/*",)
+    #: fp16 parity bound on the export's random check image, as a share of the map range (others: 0.02). RealNet's
+    #: map moves with tiny input changes (1e-3 of input noise moved a one-epoch model's patch map by 0.04), so
+    #: float16 rounding in G_k and the decoder moved it by up to 0.094 there; AUROC is unchanged (README, fp16).
+    fp16_tolerance: ClassVar[float] = 0.25
     int8_layout: ClassVar[dict[str, Any]] = {
         "parts": {
             "head": ["/head/*", "/Softmax", "/Slice*"],  # softmax's anomalous class, max, resize + Gaussian
