@@ -1,7 +1,7 @@
 """Bundle -> ONNX: a family's fused inference graph, fp32 or fp16, with the metadata a runtime needs.
 
-What is exported is the model's ``inference_graph()`` (SimpleNet's, NSA's) -- the very module evaluation and the
-torch runtime run, carrying what the graph declares for the torch-free stages (:func:`graph_metadata`):
+What is exported is the model's ``inference_graph()`` (SimpleNet's, NSA's, RealNet's) -- the very module evaluation
+and the torch runtime run, carrying what the graph declares for the torch-free stages (:func:`graph_metadata`):
 ``images[N,3,H,W] float32 (normalised) -> image_score[N], anomaly_map[N,H,W], patch_scores[N,1,h,w]``
 (all float32). The exporter is the one the graph declares (``onnx_exporter``, :mod:`edge_ad.export.onnx_trace`):
 the legacy TorchScript exporter by default, which folds the backbone's eval-mode BatchNorm into its convolutions,
@@ -16,6 +16,9 @@ Gaussian of the patch map as two MatMuls, ReduceMax) stays float32. That is the 
 precision split; the graph's input and its three outputs are float32 either way. Converting the ONNX graph
 rather than tracing a ``.half()`` torch module keeps the export fast on CPU, where torch's float16
 convolutions are very slow, and folds BatchNorm in float32 before rounding.
+A graph may keep an upstream part in float32 (``fp16_float32``: node-name patterns; a Cast to float16 after each
+tensor of it that the float16 part reads) and declare its own fp16 parity bound (``fp16_tolerance``, a share of the
+map range, instead of :data:`VERIFY_TOLERANCE`'s 0.02): RealNet keeps its backbone float32 and allows 0.25.
 
 Every export is checked before it is written: ``onnx.checker`` (full check, with shape inference), the
 TensorRT op check (:mod:`edge_ad.onnx_tools.op_check`), and -- unless ``verify=False`` -- a parity run of
