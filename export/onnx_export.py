@@ -1,11 +1,12 @@
 """Bundle -> ONNX: a family's fused inference graph, fp32 or fp16, with the metadata a runtime needs.
 
-What is exported is the model's ``inference_graph()`` (SimpleNet's, NSA's) -- the very module evaluation and the
-torch runtime run, carrying what the graph declares for the torch-free stages (:func:`graph_metadata`):
+What is exported is the model's ``inference_graph()`` (SimpleNet's, NSA's, RealNet's) -- the very module evaluation
+and the torch runtime run, carrying what the graph declares for the torch-free stages (:func:`graph_metadata`):
 ``images[N,3,H,W] float32 (normalised) -> image_score[N], anomaly_map[N,H,W], patch_scores[N,1,h,w]``
-(all float32). The legacy TorchScript exporter (``torch.onnx.export(..., dynamo=False)``) is used; it folds
-the backbone's eval-mode BatchNorm into its convolutions. If it is unavailable or fails, the torch.export
-based exporter is tried before giving up.
+(all float32). The exporter is the one the graph declares (``onnx_exporter``, :mod:`edge_ad.export.onnx_trace`):
+the legacy TorchScript exporter by default, which folds the backbone's eval-mode BatchNorm into its convolutions,
+or the torch.export-based one (opset 18 at least) for a graph the legacy one cannot take; node names follow the
+module paths either way.
 
 FP16: the fp32 ONNX graph is converted (:func:`convert_network_to_fp16`, no extra dependency): the network
 part (backbone, patch aggregation, fused adapter/discriminator -- every node the ``patch_scores`` output
@@ -15,6 +16,9 @@ Gaussian of the patch map as two MatMuls, ReduceMax) stays float32. That is the 
 precision split; the graph's input and its three outputs are float32 either way. Converting the ONNX graph
 rather than tracing a ``.half()`` torch module keeps the export fast on CPU, where torch's float16
 convolutions are very slow, and folds BatchNorm in float32 before rounding.
+A graph may keep an upstream part in float32 (``fp16_float32``: node-name patterns; a Cast to float16 after each
+tensor of it that the float16 part reads) and declare its own fp16 parity bound (``fp16_tolerance``, a share of the
+map range, instead of :data:`VERIFY_TOLERANCE`'s 0.02): RealNet keeps its backbone float32 and allows 0.25.
 
 After tracing, zero ``Pad`` nodes that feed convolutions (TensorFlow "SAME" padding of EfficientNet-Lite's stride-2
 layers) are folded into those convolutions' asymmetric ``pads`` (:mod:`edge_ad.onnx_tools.pad_fold`): the same
@@ -36,12 +40,12 @@ threshold and :attr:`ExportResult.threshold` says so; images of ``edge-ad thresh
 
 from __future__ import annotations
 
-import io
+import fnmatch
 import json
 import math
 import os
 import tempfile
-import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,12 +53,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from edge_ad import BUNDLE_FORMAT_VERSION, __version__
 from edge_ad.artifacts import INPUT_NAME, REQUIRED_METADATA, artifact_path
 from edge_ad.artifacts import OUTPUT_NAMES as RUNTIME_OUTPUTS
 from edge_ad.bundle import WEIGHTS_NAME, BundleError, BundleInfo, file_sha256
+from edge_ad.export.onnx_trace import ExportError, trace_export
 from edge_ad.io import atomic_path
 from edge_ad.models.registry import load_model
 from edge_ad.onnx_tools.onnx_graph import FLOP_STAGES, descendants, graph_flops
@@ -97,8 +102,15 @@ FP16_MAX = 65504.0
 VERIFY_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
 
 
-class ExportError(RuntimeError):
-    """The exported graph failed a check (checker, TensorRT ops, parity, fp16 range)."""
+def verify_tolerance(graph: nn.Module, precision: str) -> float:
+    """The parity tolerance of an export: :data:`VERIFY_TOLERANCE`, or for fp16 the graph's own ``fp16_tolerance``
+    when it declares one (a graph that amplifies float16 rounding, stated with its measurement where declared)."""
+    declared = getattr(graph, "fp16_tolerance", None) if precision == "fp16" else None
+    if declared is None:
+        return VERIFY_TOLERANCE[precision]
+    if isinstance(declared, bool) or not isinstance(declared, (int, float)) or not 0 < declared < 1:
+        raise ExportError(f"{type(graph).__name__}.fp16_tolerance must be in (0, 1), got {declared!r}")
+    return float(declared)
 
 
 def onnx_metadata(info: BundleInfo, precision: str) -> dict[str, str]:
@@ -142,28 +154,56 @@ def graph_metadata(graph: nn.Module) -> dict[str, str]:
     return {**head, "int8_layout": json.dumps(layout)}
 
 
+def fp16_float32(graph: nn.Module) -> tuple[str, ...]:
+    """The node-name patterns a graph keeps in float32 in its fp16 export (``fp16_float32``; none by default)."""
+    patterns = getattr(graph, "fp16_float32", ())
+    if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
+        raise ExportError(f"{type(graph).__name__}.fp16_float32 must be a tuple of node-name patterns")
+    return tuple(patterns)
+
+
 # Inputs that must stay float32 whatever the data type (ONNX spec: Resize's roi and scales, Upsample's scales).
 _KEEP_FLOAT32_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
 
 
-def convert_network_to_fp16(proto: onnx.ModelProto, boundary: str = "patch_scores") -> onnx.ModelProto:
+def _float32_tensors(model: onnx.ModelProto) -> set[str]:
+    """Names of the graph's float32 tensors (inputs, node outputs; element types from shape inference)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    values = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
+    return {v.name for v in values if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+
+
+def convert_network_to_fp16(
+    proto: onnx.ModelProto, boundary: str = "patch_scores", keep_float32: Sequence[str] = ()
+) -> onnx.ModelProto:
     """FP16 copy of an exported fp32 graph: the network in float16, post-processing and I/O in float32.
 
     The network is every node ``boundary`` does not depend on (backbone, aggregation, fused discriminator);
     the head is every node that depends on it (resize + Gaussian MatMuls, ReduceMax). Network float32
     weights and constants become float16 (Resize/Upsample scales and roi stay float32, as ONNX requires), a
-    Cast to float16 follows the graph input and a Cast back to float32 produces ``boundary``. Raises
-    :class:`ExportError` for weights outside float16's range.
+    Cast to float16 follows the graph input and a Cast back to float32 produces ``boundary``. ``keep_float32``:
+    node-name patterns (a graph's ``fp16_float32`` declaration) of network nodes that stay float32 too; they must
+    come before the float16 part (each of their float32 outputs that the float16 part reads gets a Cast, as the
+    graph input does). Raises :class:`ExportError` for weights outside float16's range.
     """
     model = onnx.ModelProto()
     model.CopyFrom(proto)
     graph = model.graph
     head = set(descendants(graph, boundary))
-    network = [i for i in range(len(graph.node)) if i not in head]
+    kept = {
+        i for i, node in enumerate(graph.node)
+        if i not in head and any(fnmatch.fnmatchcase(node.name, p) for p in keep_float32)
+    }  # fmt: skip
+    if keep_float32 and not kept:
+        raise ExportError(f"fp16 float32 patterns {list(keep_float32)} match no node of the graph")
+    network = [i for i in range(len(graph.node)) if i not in head and i not in kept]
     producer = next((i for i in network if boundary in graph.node[i].output), None)
     if producer is None:
-        raise ExportError(f"no node produces {boundary!r}; cannot split the graph for fp16")
+        raise ExportError(f"no node produces {boundary!r} in the float16 part; cannot split the graph for fp16")
     float32, float16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    half_outputs = {name for i in network for name in graph.node[i].output}
+    if any(name in half_outputs for i in kept for name in graph.node[i].input):
+        raise ExportError("nodes kept in float32 for fp16 must come before the float16 part of the graph")
 
     # Which float32 tensors the network consumes as data (not as Resize scales/roi).
     network_data, keep_float = set(), set()
@@ -172,7 +212,7 @@ def convert_network_to_fp16(proto: onnx.ModelProto, boundary: str = "patch_score
         exempt = _KEEP_FLOAT32_INPUTS.get(node.op_type, ())
         for slot, name in enumerate(node.input):
             (keep_float if slot in exempt else network_data).add(name)
-    head_inputs = {name for i in head for name in graph.node[i].input}
+    head_inputs = {name for i in head | kept for name in graph.node[i].input}
 
     def to_half(tensor: onnx.TensorProto) -> None:
         values = onnx.numpy_helper.to_array(tensor).astype(np.float32)
@@ -203,65 +243,34 @@ def convert_network_to_fp16(proto: onnx.ModelProto, boundary: str = "patch_score
     # Entrance and exit casts; the graph's own inputs and outputs stay float32.
     initializers = {init.name for init in graph.initializer}
     graph_inputs = {value.name for value in graph.input} - initializers
-    entrance = {name: f"{name}_fp16" for name in graph_inputs}
+    kept_outputs = {name for i in kept for name in graph.node[i].output}
+    if kept_outputs:
+        kept_outputs &= _float32_tensors(proto)
+    entrance = {name: f"{name}_fp16" for name in sorted(graph_inputs | kept_outputs)}
     for i in network:
         node = graph.node[i]
         for slot, name in enumerate(node.input):
             if name in entrance and slot not in _KEEP_FLOAT32_INPUTS.get(node.op_type, ()):
                 node.input[slot] = entrance[name]
-    exit_node = graph.node[producer]
+    used = {name for i in network for name in graph.node[i].input}
+    cast_in = {name: onnx.helper.make_node("Cast", [name], [half], to=float16) for name, half in entrance.items()}
+    cast_in = {name: node for name, node in cast_in.items() if entrance[name] in used}
     half_name = f"{boundary}_fp16"
+    exit_node = graph.node[producer]
     exit_node.output[list(exit_node.output).index(boundary)] = half_name
-    graph.node.insert(producer + 1, onnx.helper.make_node("Cast", [half_name], [boundary], to=float32))
-    used = {name for node in graph.node for name in node.input}
-    for offset, (name, half) in enumerate(sorted(entrance.items())):
-        if half in used:
-            graph.node.insert(offset, onnx.helper.make_node("Cast", [name], [half], to=float16))
+    nodes = [cast_in[name] for name in sorted(graph_inputs) if name in cast_in]  # topological order kept
+    for i, node in enumerate(graph.node):
+        nodes.append(node)
+        nodes.extend(cast_in[name] for name in node.output if name in cast_in and name not in graph_inputs)
+        if i == producer:
+            nodes.append(onnx.helper.make_node("Cast", [half_name], [boundary], to=float32))
+    copies = [onnx.NodeProto() for _ in nodes]
+    for copy, node in zip(copies, nodes, strict=True):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
     del graph.value_info[:]  # stale element types; shape inference recomputes them
     return model
-
-
-def _trace_export(module: nn.Module, example: Tensor, opset: int, dynamic_batch: bool) -> onnx.ModelProto:
-    """TorchScript exporter first (dynamo=False); the torch.export-based one only if that fails."""
-    names = {"input_names": [INPUT_NAME], "output_names": list(OUTPUT_NAMES), "opset_version": opset}
-    dynamic_axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic_batch else None
-    try:
-        buffer = io.BytesIO()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
-            warnings.filterwarnings("ignore", message=r".*will be removed.*")
-            torch.onnx.export(
-                module,
-                (example,),
-                buffer,
-                dynamo=False,
-                do_constant_folding=True,
-                dynamic_axes=dynamic_axes,
-                **names,
-            )
-        return onnx.load_from_string(buffer.getvalue())
-    except Exception as legacy_exc:  # any failure of the legacy path: try the other exporter
-        warnings.warn(
-            f"TorchScript ONNX export failed ({legacy_exc}); retrying with the torch.export-based exporter",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        try:
-            dynamic_shapes = {INPUT_NAME: {0: torch.export.Dim("batch")}} if dynamic_batch else None
-            program = torch.onnx.export(
-                module,
-                (example,),
-                None,
-                dynamo=True,
-                dynamic_shapes=dynamic_shapes,
-                optimize=True,
-                verbose=False,
-                **names,
-            )
-            return program.model_proto
-        except Exception as exc:
-            raise ExportError(f"ONNX export failed with both exporters: {legacy_exc!r}; then {exc!r}") from exc
 
 
 def _check_interface(proto: onnx.ModelProto, image_size: int, batch_size: int, dynamic_batch: bool) -> None:
@@ -284,7 +293,11 @@ def _check_interface(proto: onnx.ModelProto, image_size: int, batch_size: int, d
 
 
 def _verify(
-    proto: onnx.ModelProto, example: np.ndarray, reference: tuple[np.ndarray, ...], precision: str
+    proto: onnx.ModelProto,
+    example: np.ndarray,
+    reference: tuple[np.ndarray, ...],
+    precision: str,
+    tolerance: float | None = None,
 ) -> dict[str, Any]:
     """Run the export in onnxruntime (CPU) and compare with the fp32 torch graph; returns the figures."""
     import onnxruntime as ort
@@ -300,13 +313,14 @@ def _verify(
         if not np.isfinite(value).all():
             raise ExportError(f"onnxruntime {name} is not finite ({precision}); the model does not fit {precision}")
     scale = max(float(np.ptp(ref_map)), 1e-6)
-    tol = VERIFY_TOLERANCE[precision] * scale
+    share = VERIFY_TOLERANCE[precision] if tolerance is None else tolerance
+    tol = share * scale
     err_map = float(np.abs(got[1] - ref_map).max())
     err_score = float(np.abs(got[0] - ref_score).max())
     if err_map > tol or err_score > tol:
         raise ExportError(
             f"exported {precision} graph disagrees with torch: max |map diff| {err_map:.3g}, "
-            f"max |score diff| {err_score:.3g}, allowed {tol:.3g} ({VERIFY_TOLERANCE[precision]:g} x map range)"
+            f"max |score diff| {err_score:.3g}, allowed {tol:.3g} ({share:g} x map range)"
         )
     return {
         "reference": "fp32 torch graph",
@@ -432,10 +446,10 @@ def export_onnx_checked(
         with torch.no_grad():
             reference = tuple(t.numpy() for t in graph(example))
 
-    proto = _trace_export(graph, example, int(opset), dynamic_batch)
+    proto = trace_export(graph, example, int(opset), dynamic_batch, OUTPUT_NAMES)
     proto, pads_folded = fold_pads_into_convs(proto)  # TF "SAME" Pad nodes into their convolutions' pads
     if precision == "fp16":
-        proto = convert_network_to_fp16(proto)
+        proto = convert_network_to_fp16(proto, keep_float32=fp16_float32(graph))
 
     metadata = {**onnx_metadata(info, precision), **graph_metadata(graph)}
     onnx.helper.set_model_props(proto, metadata)
@@ -446,7 +460,8 @@ def export_onnx_checked(
     assert_tensorrt_compatible(proto)
     op_check = {"passed": True, "op_types": len({n.op_type for n in proto.graph.node}), "pads_folded": pads_folded}
     _check_interface(proto, size, batch_size, dynamic_batch)
-    parity = _verify(proto, example.numpy(), reference, precision) if reference is not None else None
+    tolerance = verify_tolerance(graph, precision)
+    parity = _verify(proto, example.numpy(), reference, precision, tolerance) if reference is not None else None
 
     threshold = {"value": float(info.threshold), "bundle": float(info.threshold), "source": "the bundle's"}
     if precision == "fp16":

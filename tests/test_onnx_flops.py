@@ -68,3 +68,35 @@ def test_flops_of_a_file_and_a_bundle_folder(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no exported"):
         graph_flops(tmp_path / "empty")
+
+
+def test_shapes_that_inference_leaves_open_come_from_one_onnxruntime_run() -> None:
+    """A Pad whose amounts come from Shape ops (EfficientNet-Lite's TF-SAME padding in a legacy export) leaves the
+    conv's spatial axes open to shape inference; counted as 1 they undercounted a Lite0 graph ~300x."""
+    pytest.importorskip("onnxruntime")
+    T, h, nh = TensorProto, helper, numpy_helper
+
+    nodes = [
+        h.make_node("Shape", ["x"], ["shape"]),
+        h.make_node("Cast", ["shape"], ["shape_f"], to=T.FLOAT),
+        h.make_node("ReduceMax", ["shape_f"], ["big"], keepdims=1),  # 8.0, not propagated as data by inference
+        h.make_node("Div", ["big", "eight"], ["one_f"]),
+        h.make_node("Cast", ["one_f"], ["one"], to=T.INT64),
+        h.make_node("Concat", ["zeros2", "one", "one", "zeros2", "one", "one"], ["pads"], axis=0),
+        h.make_node("Pad", ["x", "pads"], ["padded"]),
+        h.make_node("Conv", ["padded", "w"], ["patch_scores"]),
+    ]
+    inits = [
+        nh.from_array(np.ones((4, 3, 3, 3), np.float32), "w"),
+        nh.from_array(np.array([8.0], np.float32), "eight"),
+        nh.from_array(np.zeros(2, np.int64), "zeros2"),
+    ]
+    graph = h.make_graph(
+        nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
+        [h.make_tensor_value_info("patch_scores", T.FLOAT, None)], inits,
+    )  # fmt: skip
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    padded = next(v for v in inferred.graph.value_info if v.name == "padded")
+    assert not padded.type.tensor_type.shape.dim[2].HasField("dim_value")  # the case: inference cannot size it
+    assert graph_flops(model)["total"] == 2 * (4 * 8 * 8) * (3 * 3 * 3)

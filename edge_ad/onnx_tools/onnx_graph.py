@@ -35,13 +35,57 @@ def descendants(graph: onnx.GraphProto, tensor: str) -> list[int]:
 
 
 def _shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, list[int]]]:
-    """Shape-inferred copy of ``model`` and every known tensor shape (a symbolic axis counts as 1)."""
+    """Shape-inferred copy of ``model`` and every known tensor shape (a symbolic axis counts as 1).
+
+    Where shape inference leaves a weighted layer's spatial axes open (EfficientNet-Lite's TF-SAME padding, a Pad
+    whose amounts come from Shape ops, exported by the legacy exporter), those tensors' shapes come from one
+    onnxruntime run on a zero image (:func:`_runtime_shapes`) instead of counting each open axis as 1.
+    """
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     shapes: dict[str, list[int]] = {t.name: list(t.dims) for t in inferred.graph.initializer}
+    open_axes: set[str] = set()
     for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         dims = value.type.tensor_type.shape.dim
         shapes.setdefault(value.name, [d.dim_value if d.HasField("dim_value") else 1 for d in dims])
+        if any(not d.HasField("dim_value") for d in list(dims)[1:]):
+            open_axes.add(value.name)
+    wanted = {
+        name for node in inferred.graph.node if node.op_type in WEIGHTED_OPS
+        for name in (node.output[0], node.input[0]) if name in open_axes or name not in shapes
+    }  # fmt: skip
+    if wanted:
+        shapes.update(_runtime_shapes(model, sorted(wanted)))
     return inferred, shapes
+
+
+def _runtime_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, list[int]]:
+    """The shapes of ``names`` in one onnxruntime run on zero inputs (symbolic axes 1); {} without onnxruntime or
+    when the run fails (the count then stays a lower bound)."""
+    try:
+        import numpy as np
+        import onnxruntime as ort
+    except ImportError:
+        return {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    present = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names if name not in present)
+    initializers = {t.name for t in probe.graph.initializer}
+    feeds = {}
+    for value in probe.graph.input:
+        if value.name not in initializers:
+            tensor = value.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else 1 for d in tensor.shape.dim]
+            feeds[value.name] = np.zeros(dims, dtype=onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        values = session.run(names, feeds)
+    except Exception:  # noqa: BLE001 - FLOPs are informative; an unrunnable graph keeps inference's shapes
+        return {}
+    return {name: list(value.shape) for name, value in zip(names, values, strict=True)}
 
 
 def _macs_of(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int:
