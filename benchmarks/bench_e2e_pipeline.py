@@ -66,13 +66,14 @@ def _graphs(bundle: Path) -> tuple[bytes, bytes, int, Preprocessing]:
     """The bundle's fused graph traced to ONNX (dynamic batch) as before and with the Pads folded."""
     import torch
 
-    from edge_ad.export.onnx_export import _trace_export
+    from edge_ad.export.onnx_export import OUTPUT_NAMES
+    from edge_ad.export.onnx_trace import trace_export
     from edge_ad.models.registry import load_model
 
     model, info = load_model(bundle)
     size = int(model.image_size)
-    example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-    raw = _trace_export(model.eval().inference_graph(), example, 17, dynamic_batch=True)
+    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))  # two: a batch axis to vary
+    raw = trace_export(model.eval().inference_graph(), example, 17, True, OUTPUT_NAMES)
     folded, count = fold_pads_into_convs(raw)
     return raw.SerializeToString(), folded.SerializeToString(), count, info.preprocessing
 

@@ -83,13 +83,14 @@ def test_lite0_export_has_no_pad_and_matches_the_unfolded_graph() -> None:
     """The TorchScript exporter writes a Pad (amounts from a chain of ops on constants) before each stride-2
     convolution of EfficientNet-Lite0; after the pass there is none and onnxruntime gives the same outputs."""
     torch = pytest.importorskip("torch")
-    from edge_ad.export.onnx_export import _trace_export
+    from edge_ad.export.onnx_export import OUTPUT_NAMES
+    from edge_ad.export.onnx_trace import trace_export
     from edge_ad.models.simplenet.model import SimpleNet, SimpleNetConfig
 
     torch.manual_seed(0)
     model = SimpleNet(SimpleNetConfig(backbone="efficientnet_lite0"), image_size=64).eval()
     example = torch.randn(2, 3, 64, 64)
-    raw = _trace_export(model.inference_graph(), example, 17, dynamic_batch=True)
+    raw = trace_export(model.inference_graph(), example, 17, True, OUTPUT_NAMES)
     folded, count = fold_pads_into_convs(raw)
     assert _ops(raw)["Pad"] == count >= 3  # stem and the stride-2 depthwise convolutions the graph runs
     assert _ops(folded)["Pad"] == 0
