@@ -70,6 +70,7 @@ import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+from edge_ad.artifacts import ArtifactCheckError
 from edge_ad.io import atomic_path
 from edge_ad.onnx_tools.op_check import assert_tensorrt_compatible
 
@@ -101,7 +102,7 @@ INT8_NAME = "model.int8.onnx"
 INT8_CPU_NAME = "model.int8.cpu.onnx"
 
 
-class QuantizationError(RuntimeError):
+class QuantizationError(ArtifactCheckError):
     """The quantized graph failed a check (checker, TensorRT ops, float head)."""
 
 

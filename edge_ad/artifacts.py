@@ -30,6 +30,7 @@ __all__ = [
     "PATCH_OUTPUT",
     "REQUIRED_METADATA",
     "WEIGHTS_NAME",
+    "ArtifactCheckError",
     "ArtifactInfo",
     "BundleError",
     "artifact_bundle_threshold",
@@ -61,6 +62,14 @@ REQUIRED_METADATA = (
 )
 
 ENGINE_METADATA = ("bundle_format_version", "preprocessing", "threshold")  # what an engine's sidecar must carry
+
+
+class ArtifactCheckError(RuntimeError):
+    """An artifact being written (ONNX, INT8 Q/DQ, engine) failed one of its checks, so nothing was written.
+
+    Why here: export and calibration raise their own subclasses, and the CLI turns any of them into one line without
+    importing either (torch-free: an engine is built on a Jetson that has no torch).
+    """
 
 
 class BundleError(ValueError):

@@ -30,7 +30,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from edge_ad.artifacts import INPUT_NAME
+from edge_ad.artifacts import INPUT_NAME, ArtifactCheckError
 
 __all__ = ["DYNAMO_OPSET", "EXPORTERS", "ExportError", "exporter_of", "scope_names", "trace_export"]
 
@@ -39,7 +39,7 @@ DYNAMO_OPSET = 18  # the torch.export-based exporter's own opset: no down-conver
 _SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 
 
-class ExportError(RuntimeError):
+class ExportError(ArtifactCheckError):
     """The exported graph failed a check (checker, TensorRT ops, parity, fp16 range)."""
 
 

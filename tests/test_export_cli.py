@@ -54,3 +54,24 @@ def test_engine_without_tensorrt_says_how_to_install(exported: Path) -> None:
     result = runner.invoke(app, ["export", str(exported), "--format", "engine"])
     assert result.exit_code == 2
     assert "TensorRT is not installed" in result.output
+
+
+@pytest.mark.parametrize("where", ["export", "calibration"])
+def test_a_failed_export_check_is_one_line_and_exit_1(
+    where: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A parity, op or quantization check that fails ends the command in one line, not a traceback."""
+    import edge_ad.export.entry as entry
+    from edge_ad.calibration.int8_writer import QuantizationError
+    from edge_ad.export.onnx_trace import ExportError
+
+    error = ExportError if where == "export" else QuantizationError
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise error("parity vs fp32 torch graph: max |map diff| 0.5 > allowed 0.01")
+
+    monkeypatch.setattr(entry, "export", failing)
+    result = runner.invoke(app, ["export", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "export failed, nothing written: parity vs fp32" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) <= 2

@@ -265,31 +265,36 @@ def export(
 ) -> None:
     """Export the fused inference graph to ONNX (fp32/fp16/int8), build a TensorRT engine from it, or write a Triton
     model repository / DeepStream nvinfer config (--format triton|deepstream)."""
+    from edge_ad.artifacts import ArtifactCheckError
     from edge_ad.export.entry import export as run_export
 
-    run_export(
-        model,
-        fmt,
-        precision,
-        batch_size=batch_size,
-        dynamic_batch=dynamic_batch,
-        max_batch=max_batch,
-        workspace_mib=workspace_mib,
-        dry_run=dry_run,
-        from_trtexec=from_trtexec,
-        dla=dla,
-        head=head,
-        verify_count=verify_count,
-        calib_data=calib_data,
-        eval_data=eval_data,
-        calib_method=calib_method,
-        calib_count=calib_count,
-        int8_target=int8_target,
-        out_dir=out_dir,
-        python_backend=python_backend,
-        say=lambda line: out.print(line, soft_wrap=True, markup=False),
-        warn=lambda line: err.print(f"[yellow]{escape(line)}[/]"),
-    )
+    try:
+        run_export(
+            model,
+            fmt,
+            precision,
+            batch_size=batch_size,
+            dynamic_batch=dynamic_batch,
+            max_batch=max_batch,
+            workspace_mib=workspace_mib,
+            dry_run=dry_run,
+            from_trtexec=from_trtexec,
+            dla=dla,
+            head=head,
+            verify_count=verify_count,
+            calib_data=calib_data,
+            eval_data=eval_data,
+            calib_method=calib_method,
+            calib_count=calib_count,
+            int8_target=int8_target,
+            out_dir=out_dir,
+            python_backend=python_backend,
+            say=lambda line: out.print(line, soft_wrap=True, markup=False),
+            warn=lambda line: err.print(f"[yellow]{escape(line)}[/]"),
+        )
+    except ArtifactCheckError as exc:  # a check failed and nothing was written: one line, not a dump
+        err.print(f"[bold red]error:[/] export failed, nothing written: {escape(str(exc))}")
+        raise typer.Exit(1) from None
 
 
 @app.command()
