@@ -94,6 +94,31 @@ def cached_features(work: Path, data: Path, category: str, f: dict[str, Any]) ->
     return out
 
 
+def feature_noise(true: Tensor, mode: str, sigma: float, input_std: Tensor, gen: torch.Generator) -> Tensor:
+    """The anomaly features' noise: ``iso`` N(0, sigma^2) (the paper), ``channel`` sigma times each channel's std in
+    this batch of adapted features, ``channel_input`` sigma times each input channel's std over the training set."""
+    noise = torch.randn(true.shape, generator=gen) * sigma
+    if mode == "channel":
+        return noise * true.std(0, keepdim=True)
+    if mode == "channel_input":
+        return noise * input_std
+    if mode != "iso":
+        raise ValueError(f"noise must be iso, channel or channel_input, got {mode!r}")
+    return noise
+
+
+def parse_settings(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``key=value`` overrides into (feature settings, head settings); values in JSON where they look like it."""
+    f, h = dict(FEATURE_DEFAULTS), dict(HEAD_DEFAULTS)
+    for item in items:
+        k, v = item.split("=", 1)
+        target = f if k in f else h
+        if k not in target:
+            raise ValueError(f"unknown setting {k!r}; known: {sorted(f) + sorted(h)}")
+        target[k] = json.loads(v) if v[:1] in "[{0123456789-." or v in ("null", "true", "false") else v
+    return f, h
+
+
 def train_head(train: Tensor, h: dict[str, Any]) -> tuple[tuple[nn.Module, nn.Module], dict[str, float]]:
     """The paper's loop (as Trainer.train_epoch) on cached features, with the sweep's knobs."""
     torch.manual_seed(h["seed"])
@@ -118,12 +143,7 @@ def train_head(train: Tensor, h: dict[str, Any]) -> tuple[tuple[nn.Module, nn.Mo
         for start in range(0, len(order), h["batch_size"]):
             feats = train[order[start : start + h["batch_size"]]].flatten(0, 1)
             true = adapter(feats)
-            noise = torch.randn(true.shape, generator=gen) * h["noise_std"]
-            if h["noise"] == "channel":  # per channel: sigma times that channel's std of the adapted batch
-                noise = noise * true.detach().std(0, keepdim=True)
-            elif h["noise"] == "channel_input":  # per channel: the input features' std (fixed)
-                noise = noise * chan_std
-            fake = true + noise
+            fake = true + feature_noise(true.detach(), h["noise"], h["noise_std"], chan_std, gen)
             scores = disc(torch.cat([true, fake]))
             s_true, s_fake = scores[: len(true)], scores[len(true) :]
             loss = truncated_l1(s_true, s_fake, h["margin"])
@@ -223,13 +243,10 @@ def main() -> None:
     ap.add_argument("--machine", default="2-core AMD EPYC, shared with other jobs")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
-    f, h = dict(FEATURE_DEFAULTS), dict(HEAD_DEFAULTS)
-    for item in args.set:
-        k, v = item.split("=", 1)
-        target = f if k in f else h
-        if k not in target:
-            ap.error(f"unknown setting {k}")
-        target[k] = json.loads(v) if v[:1] in "[{0123456789-." or v in ("null", "true") else v
+    try:
+        f, h = parse_settings(args.set)
+    except ValueError as e:
+        ap.error(str(e))
     torch.set_num_threads(1)
     data = args.work / "data"
     make_photo_dataset(data, list(PHOTO_CATEGORIES), seed=0)
