@@ -33,7 +33,7 @@ from torch import Tensor, nn  # noqa: E402
 from edge_ad.bench.run import machine_info  # noqa: E402
 from edge_ad.data.images import read_image  # noqa: E402
 from edge_ad.data.layout import test_samples, train_images  # noqa: E402
-from edge_ad.data.preprocess import Preprocessing  # noqa: E402
+from edge_ad.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing  # noqa: E402
 from edge_ad.datasets.photos import PHOTO_CATEGORIES, SPLITS, make_photo_dataset  # noqa: E402
 from edge_ad.evaluation.evaluate import sample_mask  # noqa: E402
 from edge_ad.evaluation.metrics import auroc, image_and_pixel_metrics  # noqa: E402
@@ -49,6 +49,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "real_photos_lite_sweep.
 
 FEATURE_DEFAULTS: dict[str, Any] = {
     "backbone": "efficientnet_lite0", "layers": [], "image_size": 224, "resize": 256, "patch_size": 3,
+    "normalize": "backbone",  # the backbone's own mean/std, or "imagenet"
 }
 HEAD_DEFAULTS: dict[str, Any] = {
     "head": "simplenet", "epochs": 30, "batch_size": 8, "adapter_lr": 1e-4, "disc_lr": 2e-4, "margin": 0.5,
@@ -58,7 +59,8 @@ HEAD_DEFAULTS: dict[str, Any] = {
 
 def _key(f: dict[str, Any]) -> str:
     layers = "+".join(f["layers"]) or "default"
-    return f"{f['backbone']}-{layers}-s{f['image_size']}-r{f['resize']}-p{f['patch_size']}"
+    norm = "" if f["normalize"] == "backbone" else f"-{f['normalize']}"
+    return f"{f['backbone']}-{layers}-s{f['image_size']}-r{f['resize']}-p{f['patch_size']}{norm}"
 
 
 def cached_features(work: Path, data: Path, category: str, f: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +72,8 @@ def cached_features(work: Path, data: Path, category: str, f: dict[str, Any]) ->
     model = SimpleNet(cfg, image_size=f["image_size"])
     setup_backbone(model, BackboneSpec())
     bb = get_backbone(f["backbone"])
-    pre = Preprocessing(image_size=f["image_size"], resize=f["resize"], mean=bb.mean, std=bb.std)
+    mean, std = (bb.mean, bb.std) if f["normalize"] == "backbone" else (IMAGENET_MEAN, IMAGENET_STD)
+    pre = Preprocessing(image_size=f["image_size"], resize=f["resize"], mean=mean, std=std)
 
     def feats(paths: list[Path]) -> Tensor:
         imgs = [pre.batch([read_image(p)])[0] for p in paths]
