@@ -79,8 +79,9 @@ def run(bundle: Path, images: Path, batch: int, rounds: int, count: int) -> dict
     load_before = os.getloadavg()
     for r in range(rounds):
         for spin, ahead in ARMS:
-            command = [sys.executable, "-m", "edge_ad.benchmarks.bench_e2e_session", str(bundle), "--images",
-                       str(images), "--batch", str(batch), "--count", str(count), "--arm", f"{int(spin)},{ahead}"]  # fmt: skip
+            arm = ["--batch", str(batch), "--count", str(count), "--arm", f"{int(spin)},{ahead}"]
+            command = [sys.executable, "-m", "edge_ad.benchmarks.bench_e2e_session", str(bundle), "--images"]
+            command += [str(images), *arm]
             done = subprocess.run(command, check=True, capture_output=True, text=True)
             row = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append({"round": r, **row})
