@@ -3,7 +3,8 @@
 Why one loop: what happens around an epoch -- the progress bar (terminal and log), the per-epoch synthetic
 validation (:class:`~edge_ad.training.epoch_validation.EpochValidation`), the checkpoint written after every epoch
 (so a kill -9 loses at most the epoch in flight), and keeping the selected epoch's weights at the end -- is the same
-for SimpleNet and NSA. A trainer supplies only its epoch and what its progress line shows.
+for every family. A trainer supplies its epoch and what its progress line shows; the validation hooks below default
+to a trainer of the whole model (NSA, RealNet) and SimpleNet overrides the ones where it trains a part of it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from edge_ad.progress import console, progress_bar
+from edge_ad.synthesis.validation import Predict, ValidationScores, ValidationSet, score_validation_set
 from edge_ad.training.epoch_validation import figures_postfix
 
 __all__ = ["EpochLoop"]
@@ -19,10 +21,41 @@ __all__ = ["EpochLoop"]
 
 class EpochLoop:
     """Mixin: ``fit()`` over ``cfg.epochs`` from ``start_epoch``. The trainer provides ``cfg``, ``start_epoch``,
-    ``history``, ``model``, ``validation``, ``train_epoch(epoch)``, ``save_checkpoint(done)``, ``_score_validation``,
-    ``_predict``, ``_weights``, ``_keep_selected()``, and the two hooks below."""
+    ``history``, ``model``, ``device``, ``validation``, ``train_epoch(epoch)``, ``save_checkpoint(done)`` (and
+    ``preprocessing`` unless it overrides ``_score_validation``); the hooks below have defaults."""
 
     progress_label: ClassVar[str] = "train"
+
+    def _predict(self) -> Predict:
+        """The graph's forward (eval mode: EpochValidation sets it and gives train mode back)."""
+        from edge_ad.runtimes.torch_runtime import TorchRuntime
+
+        self_: Any = self
+        return TorchRuntime(self_.model, device=str(self_.device)).predict
+
+    def _score_validation(self, vset: ValidationSet) -> ValidationScores:
+        """The synthetic validation set scored through the graph, its images normalised as the run's input is."""
+        self_: Any = self
+        return score_validation_set(self._predict(), vset, self_.preprocessing.normalize)
+
+    def _weights(self) -> dict[str, Any]:
+        """The weights an epoch's selection keeps (all of the model's by default)."""
+        self_: Any = self
+        return self_.model.state_dict()
+
+    def _load_weights(self, weights: dict[str, Any]) -> None:
+        """Put weights that :meth:`_weights` gave back into the model."""
+        self_: Any = self
+        self_.model.load_state_dict(weights)
+
+    def _keep_selected(self) -> None:
+        """Keep the selected epoch's weights, if one was selected; say which epoch, or why none was (one line)."""
+        self_: Any = self
+        weights = self_.validation.selected_weights()
+        if weights is not None:
+            self._load_weights(weights)
+        if self_.validation.select == "synthetic":
+            console.log(self_.validation.selection(self_.cfg.epochs)["selection"])
 
     def _postfix(self, stats: Any) -> dict[str, float]:
         """The epoch's figures on the progress line (beside the synthetic-validation ones)."""

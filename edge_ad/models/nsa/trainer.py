@@ -35,10 +35,8 @@ from edge_ad.io import atomic_write_with
 from edge_ad.models.nsa.model import STRIDE, NsaConfig, NsaModel
 from edge_ad.models.nsa.schedule import CPU_DEMO_EPOCHS
 from edge_ad.progress import console
-from edge_ad.runtimes.torch_runtime import TorchRuntime
 from edge_ad.synthesis import NsaGenerator, batch_stream, params_for
 from edge_ad.synthesis.params import check_blend, check_label
-from edge_ad.synthesis.validation import Predict, ValidationScores, ValidationSet, score_validation_set
 from edge_ad.thresholds.rules import DEFAULT_SIGMAS
 from edge_ad.training.checkpoints import CHECKPOINT_NAME, load_checkpoint, run_fingerprint, seeded_generator
 from edge_ad.training.epoch_loop import EpochLoop
@@ -228,23 +226,6 @@ class NsaTrainer(EpochLoop):
         return NsaEpoch(epoch, loss_sum / max(steps, 1), lr, time.perf_counter() - t0)
 
     # -- validation ----------------------------------------------------------------------------------
-    def _predict(self) -> Predict:
-        """The graph's forward (eval mode: EpochValidation sets it and gives train mode back)."""
-        return TorchRuntime(self.model, device=str(self.device)).predict  # type: ignore[arg-type]  # any family
-
-    def _score_validation(self, vset: ValidationSet) -> ValidationScores:
-        return score_validation_set(self._predict(), vset, self.preprocessing.normalize)
-
-    def _weights(self) -> dict[str, torch.Tensor]:
-        return self.model.state_dict()
-
-    def _keep_selected(self) -> None:
-        weights = self.validation.selected_weights()
-        if weights is not None:
-            self.model.load_state_dict(weights)
-        if self.validation.select == "synthetic":  # the epoch chosen, or why none was (one line either way)
-            console.log(self.validation.selection(self.cfg.epochs)["selection"])
-
     def _postfix(self, stats: NsaEpoch) -> dict[str, float]:
         return {"loss": stats.loss, "lr": stats.lr}
 

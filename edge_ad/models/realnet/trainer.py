@@ -34,11 +34,9 @@ from edge_ad.models.backbones.choice import BackboneSpec, setup_backbone
 from edge_ad.models.realnet.afs import AfsScorer, select_channels
 from edge_ad.models.realnet.model import RealNet, RealNetConfig
 from edge_ad.progress import console
-from edge_ad.runtimes.torch_runtime import TorchRuntime
 from edge_ad.synthesis import params_for
 from edge_ad.synthesis.generator import example_rng
 from edge_ad.synthesis.sources import SourceMix, anomaly_mix, object_background
-from edge_ad.synthesis.validation import Predict, ValidationScores, ValidationSet, score_validation_set
 from edge_ad.thresholds.rules import DEFAULT_SIGMAS
 from edge_ad.training.checkpoints import CHECKPOINT_NAME, load_checkpoint, run_fingerprint, seeded_generator
 from edge_ad.training.epoch_loop import EpochLoop
@@ -236,22 +234,6 @@ class RealNetTrainer(EpochLoop):
             sums += (loss.item(), float(recon.detach()), seg.item())
         mean = sums / max(len(groups), 1)
         return RealNetEpoch(epoch, float(mean[0]), float(mean[1]), float(mean[2]), time.perf_counter() - t0)
-
-    def _predict(self) -> Predict:
-        return TorchRuntime(self.model, device=str(self.device)).predict  # type: ignore[arg-type]  # any family
-
-    def _score_validation(self, vset: ValidationSet) -> ValidationScores:
-        return score_validation_set(self._predict(), vset, self.preprocessing.normalize)
-
-    def _weights(self) -> dict[str, torch.Tensor]:
-        return self.model.state_dict()
-
-    def _keep_selected(self) -> None:
-        weights = self.validation.selected_weights()
-        if weights is not None:
-            self.model.load_state_dict(weights)
-        if self.validation.select == "synthetic":
-            console.log(self.validation.selection(self.cfg.epochs)["selection"])
 
     def _postfix(self, stats: RealNetEpoch) -> dict[str, float]:
         return {"loss": stats.loss, "recon": stats.recon, "seg": stats.seg}

@@ -24,8 +24,7 @@ from torch import Tensor
 from edge_ad.io import atomic_write_with
 from edge_ad.models.simplenet.model import SimpleNet
 from edge_ad.models.simplenet.validation import CachedLayerScorer
-from edge_ad.progress import console
-from edge_ad.synthesis.validation import Predict, ValidationScores, ValidationSet
+from edge_ad.synthesis.validation import ValidationScores, ValidationSet
 from edge_ad.thresholds.rules import DEFAULT_SIGMAS
 from edge_ad.training.checkpoints import CHECKPOINT_NAME, load_checkpoint, seeded_generator
 from edge_ad.training.epoch_loop import EpochLoop
@@ -242,18 +241,6 @@ class Trainer(EpochLoop):
             feats = self.features[:4].to(self.device, torch.float32).flatten(0, 1)
             center = float(self.model.discriminate(feats).median())
         return self._scorer(vset, score_center=center)
-
-    def _predict(self) -> Predict:
-        from edge_ad.runtimes.torch_runtime import TorchRuntime
-
-        return TorchRuntime(self.model, device=str(self.device)).predict
-
-    def _keep_selected(self) -> None:
-        weights = self.validation.selected_weights()
-        if weights is not None:
-            self._load_weights(weights)
-        if self.validation.select == "synthetic":  # the epoch chosen, or why none was (one line either way)
-            console.log(self.validation.selection(self.cfg.epochs)["selection"])
 
     def _postfix(self, stats: EpochStats) -> dict[str, float]:
         return {"loss": stats.loss, "p_true": stats.p_true, "p_fake": stats.p_fake}
