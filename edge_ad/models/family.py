@@ -20,6 +20,7 @@ from edge_ad.postprocess.image_score import HeadDeclaration
 from edge_ad.runtimes.base import AnomalyModel, InferenceGraph
 
 __all__ = [
+    "BACKBONE_OPTIONS",
     "DEMO_HOLDOUT",
     "AnomalyModel",
     "DemoRecipe",
@@ -66,6 +67,30 @@ class TrainOption:
     name: str
     type: type
     help: str
+
+
+#: The options of every family that stands on a pretrained backbone (SimpleNet, RealNet): declared once, so
+#: ``edge-ad train --help`` shows one text for both and the two families cannot drift apart.
+BACKBONE_OPTIONS = (
+    TrainOption(
+        "backbone",
+        str,
+        "Backbone: efficientnet_lite0 (default; ImageNet weights that the train extra installs), "
+        "efficientnet_lite1/2, or wide_resnet50_2 (the paper's; needs --backbone-weights or --random-backbone).",
+    ),
+    TrainOption(
+        "layers",
+        str,
+        "Backbone levels, comma-separated (default: its stride-8 and stride-16 ones, e.g. block4,block10; "
+        "RealNet on wide_resnet50_2: the paper's layer1,layer2,layer3,layer4).",
+    ),
+    TrainOption(
+        "backbone_weights",
+        str,
+        "Backbone weights: a .pth/.safetensors file, or for wide_resnet50_2 'imagenet1k_v1' to download.",
+    ),
+    TrainOption("random_backbone", bool, "Use randomly initialised backbone weights (demo/testing)."),
+)
 
 
 @dataclass(frozen=True)

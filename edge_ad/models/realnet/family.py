@@ -1,7 +1,7 @@
 """RealNet's :class:`~edge_ad.models.family.Family` record: how it is built, trained and demonstrated.
 
 Torch-free to import; each callable imports the model and trainer when it runs. Its ``--backbone``, ``--layers``,
-``--backbone-weights`` and ``--random-backbone`` are SimpleNet's options (same names, same types); ``--textures`` and
+``--backbone-weights`` and ``--random-backbone`` are :data:`~edge_ad.models.family.BACKBONE_OPTIONS`, as SimpleNet's; ``--textures`` and
 ``--anomalies`` (alias ``--sdas``) pick the anomaly sources of :func:`edge_ad.synthesis.sources.anomaly_mix`.
 """
 
@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from edge_ad.models.family import DEMO_HOLDOUT, AnomalyModel, DemoRecipe, Family, TrainOption
+from edge_ad.models.family import BACKBONE_OPTIONS, DEMO_HOLDOUT, AnomalyModel, DemoRecipe, Family, TrainOption
 from edge_ad.postprocess.image_score import HeadDeclaration
 
 __all__ = ["FAMILY"]
@@ -107,24 +107,7 @@ FAMILY = Family(
     train=train,
     head=HeadDeclaration("max", SMOOTHING_SIGMA),
     options=(
-        TrainOption(
-            "backbone",
-            str,
-            "Backbone: efficientnet_lite0 (default; ImageNet weights that the train extra installs), "
-            "efficientnet_lite1/2, or wide_resnet50_2 (the paper's; needs --backbone-weights or --random-backbone).",
-        ),
-        TrainOption(
-            "layers",
-            str,
-            "Backbone levels, comma-separated (default: its stride-8 and stride-16 ones, e.g. block4,block10; "
-            "wide_resnet50_2: the paper's layer1,layer2,layer3,layer4).",
-        ),
-        TrainOption(
-            "backbone_weights",
-            str,
-            "Backbone weights: a .pth/.safetensors file, or for wide_resnet50_2 'imagenet1k_v1' to download.",
-        ),
-        TrainOption("random_backbone", bool, "Use randomly initialised backbone weights (demo/testing)."),
+        *BACKBONE_OPTIONS,
         TrainOption(
             "preset",
             str,

@@ -9,7 +9,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from edge_ad.models.family import DEMO_HOLDOUT, AnomalyModel, DemoRecipe, DemoTrain, Family, TrainOption
+from edge_ad.models.family import (
+    BACKBONE_OPTIONS,
+    DEMO_HOLDOUT,
+    AnomalyModel,
+    DemoRecipe,
+    DemoTrain,
+    Family,
+    TrainOption,
+)
 from edge_ad.postprocess.image_score import HeadDeclaration
 
 __all__ = ["DEMO_EPOCHS", "FAMILY", "PAPER_FPS"]
@@ -20,23 +28,7 @@ PAPER_FPS = 77.0  # SimpleNet paper, WideResNet50, RTX 3080 Ti
 
 #: ``edge-ad train --model simplenet`` options (shared ones, such as ``--epochs``, are every family's).
 TRAIN_OPTIONS = (
-    TrainOption(
-        "backbone",
-        str,
-        "SimpleNet backbone: efficientnet_lite0 (default; ImageNet weights that the train extra installs), "
-        "efficientnet_lite1/2, or wide_resnet50_2 (the paper's; needs --backbone-weights or --random-backbone).",
-    ),
-    TrainOption(
-        "layers",
-        str,
-        "Backbone levels, comma-separated (default: its stride-8 and stride-16 ones, e.g. block4,block10)."
-    ),
-    TrainOption(
-        "backbone_weights",
-        str,
-        "Backbone weights: a .pth/.safetensors file, or for wide_resnet50_2 'imagenet1k_v1' to download.",
-    ),
-    TrainOption("random_backbone", bool, "Use randomly initialised backbone weights (demo/testing)."),
+    *BACKBONE_OPTIONS,
     TrainOption(
         "random_init",
         str,
