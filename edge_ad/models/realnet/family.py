@@ -1,8 +1,9 @@
 """RealNet's :class:`~edge_ad.models.family.Family` record: how it is built, trained and demonstrated.
 
 Torch-free to import; each callable imports the model and trainer when it runs. Its ``--backbone``, ``--layers``,
-``--backbone-weights`` and ``--random-backbone`` are :data:`~edge_ad.models.family.BACKBONE_OPTIONS`, as SimpleNet's; ``--textures`` and
-``--anomalies`` (alias ``--sdas``) pick the anomaly sources of :func:`edge_ad.synthesis.sources.anomaly_mix`.
+``--backbone-weights`` and ``--random-backbone`` are :data:`~edge_ad.models.family.BACKBONE_OPTIONS`, as
+SimpleNet's; ``--textures`` and ``--anomalies`` (alias ``--sdas``) pick the anomaly sources of
+:func:`edge_ad.synthesis.sources.anomaly_mix`.
 """
 
 from __future__ import annotations
